@@ -1,0 +1,25 @@
+"""tf-meta: meta-learning for TensorFlow/Keras (MAML, Reptile, ProtoNet, ... to TF Serving)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tf-meta",
+    version="0.1.0",
+    description="Meta-learning for TensorFlow/Keras: episodic data, learners, TF Serving export",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tf_meta", "tf_meta.*"]),
+    package_data={"tf_meta.data": ["omniglot_vinyals_split.json"]},
+    install_requires=[
+        "tensorflow>=2.16",  # Keras 3
+        "tensorflow-datasets>=4.9",
+        "numpy",
+        "absl-py",
+        # Needed at run time but not declared by the packages that use them:
+        "importlib_resources",  # tensorflow-datasets' omniglot builder
+        "tensorboard",  # keras.callbacks.TensorBoard (tf.summary) since TF 2.20
+    ],
+    extras_require={"test": ["pytest"]},
+)
