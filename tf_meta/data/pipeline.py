@@ -1,0 +1,53 @@
+"""Episode streams: seeds -> sample_episode -> meta-batches, as a tf.data pipeline."""
+
+import tensorflow as tf
+
+from tf_meta.data.sampling import sample_episode
+
+
+def check_episode_spec(source, ways, shots, query_shots, split="source"):
+    """Raises ValueError if `source` cannot supply N-way K-shot episodes with these sizes."""
+    for name, value in (("ways", ways), ("shots", shots), ("query_shots", query_shots)):
+        if value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if ways > source.num_classes:
+        raise ValueError(f"ways={ways} exceeds the {source.num_classes} classes of the "
+                         f"{split} split")
+    needed = shots + query_shots
+    short = [i for i, n in enumerate(source.counts) if n < needed]
+    if short:
+        raise ValueError(f"shots + query_shots = {needed} exceeds the examples of "
+                         f"{len(short)} class(es) of the {split} split (class "
+                         f"{source.names[short[0]]!r} has {source.counts[short[0]]})")
+
+
+def make_episode_dataset(source, ways, shots, query_shots, meta_batch_size, seed,
+                         num_episodes=None, split="source"):
+    """A tf.data stream of meta-batches of Episodes drawn from `source`.
+
+    Episode i of the stream is sampled from the stateless seed (seed, i), so a stream is
+    reproducible byte for byte and a finite stream (`num_episodes`) is a fixed episode set.
+
+    Args:
+      source: data.sources.Source.
+      ways, shots, query_shots: episode sizes.
+      meta_batch_size: episodes per element.
+      seed: int, identifies the stream.
+      num_episodes: None for an endless stream, else the number of episodes (the last
+        meta-batch holds the remainder).
+      split: name used in error messages.
+
+    Returns:
+      tf.data.Dataset of Episode, fields [meta_batch_size, ways*shots, ...] etc.
+    """
+    check_episode_spec(source, ways, shots, query_shots, split)
+    examples = tf.constant(source.examples)
+    counts = tf.constant(source.counts, tf.int32)
+    ids = tf.data.Dataset.range(num_episodes) if num_episodes else tf.data.Dataset.counter()
+    episodes = ids.map(
+        lambda i: sample_episode(tf.stack([tf.constant(seed, tf.int64), i]), examples, counts,
+                                 ways, shots, query_shots),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Prefetch overlaps episode sampling with the learner's step on the other core.
+    episodes = episodes.batch(meta_batch_size, drop_remainder=num_episodes is None)
+    return episodes.prefetch(tf.data.AUTOTUNE)
