@@ -1,0 +1,12 @@
+"""tf_meta: meta-learning for TensorFlow/Keras, from episodes to a TF Serving export.
+
+Episode -> data (sources, sampling, pipeline) -> MetaLearner (algorithms) -> export.
+"""
+
+from tf_meta.algorithms import ALGORITHMS, MetaLearner, build_learner
+from tf_meta.data import make_episode_dataset
+from tf_meta.episode import Episode
+
+__version__ = "0.1.0"
+
+__all__ = ["ALGORITHMS", "Episode", "MetaLearner", "build_learner", "make_episode_dataset"]

@@ -1,0 +1,102 @@
+"""MetaLearner: the one contract every tf_meta algorithm implements."""
+
+import keras
+import tensorflow as tf
+
+from tf_meta.episode import Episode
+
+LOGITS_SPEC = tf.TensorSpec([None, None], tf.float32)
+
+
+class MetaLearner(keras.Model):
+    """Episodic learner: an episode in, query logits out; `fit()`/`evaluate()` just work.
+
+    A subclass implements one hook, `query_logits(episode, training)` for ONE unbatched
+    Episode. Everything else has a default built on it:
+
+      query_loss      cross-entropy of query logits (override for another loss)
+      batch_logits    query_logits over the meta-batch with tf.map_fn (override to
+                      vectorise, as metric learners can)
+      meta_gradients  gradient of the mean query loss w.r.t. trainable_variables
+      train_step      meta_gradients -> optimizer.apply -> loss/accuracy trackers
+      test_step       batch_logits(training=False), no update
+      predict_step    query logits [B, Q, ways]
+
+    How the algorithms plug in, with no change to this class:
+      ProtoNet     query_logits = -squared distance to class means (batch_logits vectorised).
+      RelationNet  query_logits = relation scores; query_loss = MSE against one-hot.
+      MAML/FOMAML  query_logits adapts fast weights on the support set with an inner
+                   GradientTape loop and `backbone.stateless_call`, then scores the
+                   queries; the outer tape in meta_gradients differentiates through it
+                   (second order unless `first_order`, a constructor argument).
+      Reptile      overrides meta_gradients to return θ − mean(φ_task), so the optimizer
+                   step SGD(ε) is θ ← θ + ε(φ − θ); query_logits adapts as MAML does.
+      MANN/SNAIL   query_logits runs the sequence model over the support items with their
+                   labels followed by the queries, and reads the query positions.
+
+    The serving signature (`tf_meta.export`) calls `query_logits` with `training=False`
+    on an Episode whose query_y is empty, so the hook must not read query labels.
+
+    Args:
+      backbone: keras.Model, the network `call` runs (an embedding, a classifier, ...).
+    """
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def call(self, x, training=False):
+        """Backbone forward: [batch, *input_shape] -> backbone output."""
+        return self.backbone(x, training=training)
+
+    def query_logits(self, episode, training):
+        """Query logits [Q, ways] float32 for one unbatched Episode."""
+        raise NotImplementedError
+
+    def query_loss(self, query_y, logits):
+        """Mean loss over queries. query_y: [..., Q] int; logits: [..., Q, ways] -> [...]."""
+        losses = keras.losses.sparse_categorical_crossentropy(query_y, logits, from_logits=True)
+        return tf.reduce_mean(losses, axis=-1)
+
+    def batch_logits(self, episodes, training):
+        """Query logits [B, Q, ways] for a meta-batch of Episodes."""
+        return tf.map_fn(lambda episode: self.query_logits(Episode(*episode), training),
+                         tuple(episodes), fn_output_signature=LOGITS_SPEC)
+
+    def meta_gradients(self, episodes):
+        """Returns (gradients parallel to trainable_variables, mean loss, logits [B, Q, N])."""
+        with tf.GradientTape() as tape:
+            logits = self.batch_logits(episodes, training=True)
+            loss = tf.reduce_mean(self.query_loss(episodes.query_y, logits), axis=0)
+        return tape.gradient(loss, self.trainable_variables), loss, logits
+
+    def train_step(self, episodes):
+        grads, loss, logits = self.meta_gradients(episodes)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._track(loss, episodes.query_y, logits)
+
+    def test_step(self, episodes):
+        logits = self.batch_logits(episodes, training=False)
+        loss = tf.reduce_mean(self.query_loss(episodes.query_y, logits), axis=0)
+        return self._track(loss, episodes.query_y, logits)
+
+    def predict_step(self, episodes):
+        return self.batch_logits(episodes, training=False)
+
+    def episode_accuracy(self, episodes):
+        """Per-episode query accuracy [B] float32 with training=False."""
+        logits = self.batch_logits(episodes, training=False)
+        hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                        tf.cast(episodes.query_y, tf.int32))
+        return tf.reduce_mean(tf.cast(hits, tf.float32), axis=-1)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def _track(self, loss, query_y, logits):
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(query_y, logits)
+        return {m.name: m.result() for m in self.metrics}
