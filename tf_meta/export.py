@@ -1,0 +1,128 @@
+"""SavedModel export in the layout TF Serving reads: <model base path>/<integer version>/.
+
+The `serving_default` signature is the same for every algorithm:
+  support_images [S, *input_shape] float32 pixels, support_labels [S] int32 in [0, ways),
+  query_images [Q, *input_shape] float32 pixels
+  -> logits [Q, ways] float32, probabilities [Q, ways] float32, classes [Q] int32.
+Ways are read from the support labels, so one export answers any N-way K-shot request.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_meta.episode import Episode, num_ways
+
+
+def next_version(base_path):
+    """1 + the largest integer version folder under `base_path` (1 if none)."""
+    if not os.path.isdir(base_path):
+        return 1
+    versions = [int(d) for d in os.listdir(base_path) if d.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def check_request(support_images, support_labels, query_images):
+    """In-graph validation of a serving request; raises InvalidArgumentError, never garbage.
+
+    Returns the number of ways (scalar int32) once the labels are known to be usable.
+    """
+    checks = [
+        tf.debugging.assert_positive(tf.size(support_labels),
+                                     message="support set is empty"),
+        tf.debugging.assert_positive(tf.shape(query_images)[0], message="query set is empty"),
+        tf.debugging.assert_equal(tf.shape(support_images)[0], tf.shape(support_labels)[0],
+                                  message="support_images and support_labels differ in length"),
+        tf.debugging.assert_non_negative(support_labels,
+                                         message="support_labels must be >= 0"),
+        tf.debugging.assert_all_finite(support_images, "support_images has NaN or Inf"),
+        tf.debugging.assert_all_finite(query_images, "query_images has NaN or Inf"),
+    ]
+    with tf.control_dependencies(checks):
+        ways = num_ways(support_labels)
+        present = tf.math.unsorted_segment_sum(tf.ones_like(support_labels), support_labels, ways)
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            present, message="support_labels must cover 0..ways-1, each class at least once")]):
+        return tf.identity(ways)
+
+
+def serving_outputs(learner, support_images, support_labels, query_images):
+    """The `serving_default` computation: dict of logits, probabilities, classes."""
+    ways = check_request(support_images, support_labels, query_images)
+    with tf.control_dependencies([ways]):
+        query_y = tf.zeros(tf.shape(query_images)[:1], tf.int32)  # unread by query_logits
+    episode = Episode(support_images, support_labels, query_images, query_y)
+    logits = learner.query_logits(episode, training=False)
+    return {"logits": logits,
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+            "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+
+
+def request_body(support_images, support_labels, query_images):
+    """A TF Serving REST predict body (columnar "inputs" form) for `serving_default`.
+
+    Args:
+      support_images: [S, *input_shape] pixels; support_labels: [S] ints;
+      query_images: [Q, *input_shape] pixels. Arrays or tensors.
+    Returns:
+      {"inputs": {...}} with plain nested lists, ready for json.dump.
+    """
+    def plain(x):
+        x = np.asarray(x)
+        return (x.astype(np.int64) if np.issubdtype(x.dtype, np.integer) else x).tolist()
+
+    return {"inputs": {"support_images": plain(support_images),
+                       "support_labels": plain(support_labels),
+                       "query_images": plain(query_images)}}
+
+
+def export_learner(learner, base_path, input_shape, version=None, metadata=None):
+    """Writes `learner` as a TF Serving model version, atomically.
+
+    The SavedModel is written to a hidden temporary folder beside the versions and renamed
+    into place, so TF Serving (which polls for integer folders) never sees a partial one
+    and a failed export leaves nothing behind.
+
+    Args:
+      learner: a built MetaLearner.
+      base_path: the TF Serving model base path, e.g. saved_models/protonet.
+      input_shape: shape of one input example, e.g. (28, 28, 1).
+      version: integer version; default next_version(base_path).
+      metadata: optional JSON-able dict, written to <version>/assets.extra/tf_meta.json.
+
+    Returns:
+      Path of the written version folder.
+    """
+    version = next_version(base_path) if version is None else int(version)
+    final = os.path.join(base_path, str(version))
+    if os.path.exists(final):
+        raise ValueError(f"export version folder {final!r} already exists")
+    os.makedirs(base_path, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".export-{version}-", dir=base_path)
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(learner)
+
+        def serve(support_images, support_labels, query_images):
+            return serving_outputs(learner, support_images, support_labels, query_images)
+
+        archive.add_endpoint(
+            name="serving_default", fn=serve,
+            input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, "support_images"),
+                             tf.TensorSpec([None], tf.int32, "support_labels"),
+                             tf.TensorSpec([None, *input_shape], tf.float32, "query_images")])
+        archive.write_out(tmp, verbose=False)
+        if metadata is not None:
+            os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+            with open(os.path.join(tmp, "assets.extra", "tf_meta.json"), "w") as f:
+                json.dump(metadata, f, indent=2, sort_keys=True)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
