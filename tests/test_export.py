@@ -1,0 +1,148 @@
+"""The TF Serving export, checked the way TF Serving sees it: another process, no tf_meta."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from conftest import ROOT
+from tf_meta import build_learner, data, export
+from tf_meta.episode import Episode
+
+REQUEST = ROOT / "docs" / "example_request.json"
+REQUEST_EPISODE = dict(ways=5, shots=1, query_shots=1, meta_batch_size=1, seed=0)
+PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+@pytest.fixture(scope="module")
+def learner():
+    """A ProtoNet with a few steps of training, so BatchNorm statistics are not the defaults."""
+    keras.utils.set_random_seed(0)
+    learner = build_learner("protonet", (28, 28, 1))
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3))
+    source = data.synthetic(20, 10, (28, 28, 1))
+    learner.fit(data.make_episode_dataset(source, 5, 1, 2, 1, seed=0), steps_per_epoch=3,
+                epochs=1, verbose=0)
+    return learner
+
+
+@pytest.fixture(scope="module")
+def exported(learner, tmp_path_factory):
+    base = tmp_path_factory.mktemp("saved_models") / "protonet"
+    return export.export_learner(learner, str(base), (28, 28, 1), metadata={"algo": "protonet"})
+
+
+def serve(model_dir, body, tmp_path):
+    """The response of a subprocess that loads `model_dir` without tf_meta."""
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(body))
+    env = dict(os.environ, PYTHONPATH="")
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "serve_like_tf_serving.py"),
+                             model_dir, str(request)], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)["outputs"]
+
+
+def in_memory(learner, body):
+    inputs = body["inputs"]
+    episode = Episode(tf.constant(inputs["support_images"], tf.float32),
+                      tf.constant(inputs["support_labels"], tf.int32),
+                      tf.constant(inputs["query_images"], tf.float32), tf.zeros([0], tf.int32))
+    return learner.query_logits(episode, training=False).numpy()
+
+
+def test_readme_request_body_is_a_real_omniglot_test_episode(omniglot_splits):
+    episode = next(iter(data.make_episode_dataset(omniglot_splits["test"], **REQUEST_EPISODE)))
+    expected = export.request_body(episode.support_x[0], episode.support_y[0],
+                                   episode.query_x[0])
+    assert json.loads(REQUEST.read_text()) == expected
+    assert "docs/example_request.json" in (ROOT / "README.md").read_text()
+
+
+def test_round_trip_without_tf_meta_answers_the_readme_request(learner, exported, tmp_path):
+    body = json.loads(REQUEST.read_text())
+    outputs = serve(exported, body, tmp_path)
+    logits = in_memory(learner, body)
+    assert logits.shape == (5, 5)
+    np.testing.assert_allclose(outputs["logits"], logits, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(outputs["probabilities"], tf.nn.softmax(logits, axis=-1),
+                               atol=1e-5)
+    assert outputs["classes"] == np.argmax(logits, axis=-1).tolist()
+
+
+def test_one_export_answers_any_ways_and_shots(learner, exported, tmp_path):
+    source = data.synthetic(30, 10, (28, 28, 1), seed=4)
+    episode = next(iter(data.make_episode_dataset(source, 20, 3, 2, 1, seed=2)))
+    body = export.request_body(episode.support_x[0], episode.support_y[0], episode.query_x[0])
+    outputs = serve(exported, body, tmp_path)
+    assert np.asarray(outputs["logits"]).shape == (40, 20)
+    np.testing.assert_allclose(outputs["logits"], in_memory(learner, body), rtol=1e-4, atol=1e-3)
+
+
+def test_saved_model_cli_lists_the_serving_signature(exported):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", exported, "--all"], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    signature = shown.stdout.split("signature_def['serving_default']")[1]
+    for name in ("support_images", "support_labels", "query_images", "logits",
+                 "probabilities", "classes"):
+        assert f"['{name}']" in signature
+    assert "shape: (-1, 28, 28, 1)" in signature and "tensorflow/serving/predict" in signature
+
+
+def test_graph_holds_no_python_ops(exported):
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(exported, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    graph = saved.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    assert "Conv2D" in ops and not ops & PYTHON_OPS
+
+
+def test_versions_are_integers_and_metadata_is_kept(learner, tmp_path):
+    base = tmp_path / "model"
+    first = export.export_learner(learner, str(base), (28, 28, 1), metadata={"algo": "x"})
+    second = export.export_learner(learner, str(base), (28, 28, 1))
+    assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    meta = json.loads((base / "1" / "assets.extra" / "tf_meta.json").read_text())
+    assert meta == {"algo": "x"}
+
+
+def test_a_failed_export_leaves_no_version_folder(learner, tmp_path, monkeypatch):
+    real_save = tf.saved_model.save
+
+    def save_then_fail(obj, export_dir, *args, **kwargs):
+        real_save(obj, export_dir, *args, **kwargs)  # a complete write, then the failure
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1))
+    assert os.listdir(tmp_path / "model") == []
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r.update(support_labels=[0, 1, 3, 3, 4]), "cover 0..ways-1"),
+    (lambda r: r.update(support_labels=[0, -1, 2, 3, 4]), "must be >= 0"),
+    (lambda r: r.update(support_labels=[0, 1, 2, 3]), "differ in length"),
+    (lambda r: r["query_images"][0][0][0].__setitem__(0, float("nan")), "NaN or Inf"),
+])
+def test_bad_requests_fail_inside_the_graph(exported, change, message):
+    request = json.loads(REQUEST.read_text())["inputs"]
+    change(request)
+    signature = tf.saved_model.load(exported).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        signature(support_images=tf.constant(request["support_images"], tf.float32),
+                  support_labels=tf.constant(request["support_labels"], tf.int32),
+                  query_images=tf.constant(request["query_images"], tf.float32))

@@ -1,0 +1,143 @@
+"""Sources: the real Omniglot (TFDS) with its class splits, image folders, synthetic data."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT
+from tf_meta import data
+
+SPLITS_DIR = ROOT.parent / "shared" / "data" / "omniglot" / "splits" / "vinyals"
+
+
+def test_omniglot_shapes_and_pixels(omniglot_splits):
+    sizes = {name: s.examples.shape for name, s in omniglot_splits.items()}
+    assert sizes == {"train": (4112, 20, 28, 28, 1), "val": (688, 20, 28, 28, 1),
+                     "test": (1692, 20, 28, 28, 1)}
+    test = omniglot_splits["test"].examples
+    assert test.dtype == np.uint8
+    # Strokes bright on a dark background: most pixels are dark, strokes reach full white.
+    assert np.median(test[:50]) == 0 and test.max() == 255
+    assert 0.03 < (test[:50] > 127).mean() < 0.3
+
+
+def test_vinyals_splits_are_disjoint_by_character_including_rotations(omniglot_splits):
+    chars = {name: set(s.labels.tolist()) for name, s in omniglot_splits.items()}
+    assert (len(chars["train"]), len(chars["val"]), len(chars["test"])) == (1028, 172, 423)
+    assert not chars["train"] & chars["val"] and not chars["train"] & chars["test"]
+    assert not chars["val"] & chars["test"]
+    assert chars["train"] | chars["val"] | chars["test"] == set(range(1623))
+    for source in omniglot_splits.values():  # every character appears in exactly 4 rotations
+        assert np.all(np.bincount(source.labels)[source.labels] == 4)
+
+
+@pytest.mark.skipif(not SPLITS_DIR.is_dir() and not os.environ.get("CI"),
+                    reason="the published split files are not beside this checkout")
+def test_vinyals_splits_match_the_published_split_files(omniglot_splits):
+    for name, source in omniglot_splits.items():
+        published = set()
+        for line in (SPLITS_DIR / f"{name}.txt").read_text().split():
+            alphabet, character, rotation = line.split("/")
+            published.add(f"{alphabet}_{int(character[len('character'):]) - 1}/{rotation}")
+        assert set(source.names) == published
+
+
+def test_rotations_are_counter_clockwise_quarter_turns(omniglot_splits):
+    source = omniglot_splits["train"]
+    index = {name: i for i, name in enumerate(source.names)}
+    base = source.names[0].split("/")[0]
+    upright = source.examples[index[f"{base}/rot000"]]
+    for k in (1, 2, 3):
+        rotated = source.examples[index[f"{base}/rot{90 * k:03d}"]]
+        np.testing.assert_array_equal(rotated, np.rot90(upright, k, axes=(1, 2)))
+        assert not np.array_equal(rotated, upright)
+
+
+def test_lake_split_background_for_training_evaluation_for_testing():
+    splits = data.omniglot("lake", download=False) if os.environ.get("TFDS_DATA_DIR") else None
+    if splits is None:
+        pytest.skip("Omniglot not prepared")
+    assert set(splits) == {"train", "test"}
+    assert set(splits["train"].labels.tolist()) == set(range(964))
+    assert splits["train"].num_classes == 964 * 4
+    assert set(splits["test"].labels.tolist()) == set(range(964, 1623))
+    assert splits["test"].num_classes == 659  # evaluation characters, unrotated
+
+
+def test_missing_dataset_is_a_one_line_error_naming_the_setting(tmp_path):
+    with pytest.raises(ValueError, match="set TFDS_DATA_DIR") as info:
+        data.omniglot(data_dir=str(tmp_path), download=False)
+    assert "\n" not in str(info.value)
+
+
+def write_png(path, pixels):
+    tf.io.write_file(str(path), tf.io.encode_png(tf.constant(pixels, tf.uint8)))
+
+
+def make_folder(root, counts, size=12):
+    rng = np.random.default_rng(0)
+    for c, n in enumerate(counts):
+        os.makedirs(root / f"class{c}")
+        for i in range(n):
+            write_png(root / f"class{c}" / f"{i}.png", rng.integers(0, 256, (size, size, 1)))
+
+
+def test_folder_source_reads_resizes_pads_and_counts(tmp_path):
+    make_folder(tmp_path, [4, 6, 5])
+    (tmp_path / "class1" / "notes.txt").write_text("not an image")
+    source = data.folder(str(tmp_path), image_size=8)
+    assert source.names == ("class0", "class1", "class2")
+    assert source.examples.shape == (3, 6, 8, 8, 1) and source.examples.dtype == np.uint8
+    assert source.counts.tolist() == [4, 6, 5]
+    assert not source.examples[0, 4:].any()  # padding beyond a class's count
+    inverted = data.folder(str(tmp_path), image_size=8, invert=True)
+    np.testing.assert_array_equal(inverted.examples[1], 255 - source.examples[1])
+
+
+def test_folder_source_feeds_the_same_sampler(tmp_path):
+    make_folder(tmp_path, [5] * 6)
+    source = data.folder(str(tmp_path), image_size=8)
+    episode = next(iter(data.make_episode_dataset(source, 3, 2, 3, 2, seed=0)))
+    assert episode.support_x.shape == (2, 6, 8, 8, 1) and episode.query_x.shape == (2, 9, 8, 8, 1)
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("missing", "does not exist"), ("no_classes", "no class sub-folders"),
+    ("empty_class", "has no images"), ("corrupt", "cannot read image"),
+])
+def test_bad_folders_are_named_errors(tmp_path, problem, message):
+    root = tmp_path / "data"
+    if problem != "missing":
+        os.makedirs(root)
+    if problem in ("empty_class", "corrupt"):
+        make_folder(root, [3, 3])
+        os.makedirs(root / "class9")
+        if problem == "corrupt":
+            (root / "class9" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=message):
+        data.folder(str(root))
+
+
+def test_folder_splits_use_train_test_subfolders_or_split_classes(tmp_path):
+    make_folder(tmp_path / "train", [4] * 5)
+    make_folder(tmp_path / "test", [4] * 3)
+    splits = data.folder_splits(str(tmp_path), image_size=8)
+    assert {k: v.num_classes for k, v in splits.items()} == {"train": 5, "test": 3}
+    flat = tmp_path / "flat"
+    make_folder(flat, [4] * 20)
+    splits = data.folder_splits(str(flat), image_size=8, seed=1)
+    names = [set(s.names) for s in splits.values()]
+    assert [len(n) for n in names] == [14, 3, 3]
+    assert set.union(*names) == {f"class{c}" for c in range(20)}
+    assert sum(len(n) for n in names) == 20  # disjoint
+
+
+def test_synthetic_splits_are_disjoint_and_typed():
+    splits = data.synthetic_splits(num_classes=50, input_shape=(8,))
+    assert sum(s.num_classes for s in splits.values()) == 50
+    assert not set(splits["train"].labels) & set(splits["test"].labels)
+    assert splits["train"].examples.dtype == np.float32
+    images = data.synthetic(5, 4, (6, 6, 1))
+    assert images.examples.dtype == np.uint8 and images.input_shape == (6, 6, 1)

@@ -1,0 +1,95 @@
+"""train.py end to end: a tiny run leaves its artefacts; bad flags fail fast and leave none."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+TINY = ["--dataset=synthetic", "--steps=4", "--eval_every=2", "--train_ways=5", "--ways=3",
+        "--query_shots=2", "--val_episodes=4", "--eval_episodes=6"]
+
+
+# TensorFlow's native start-up log ("I0000 00:00:... port.cc:153] oneDNN ...") and absl's hint
+# after a flag error are not train.py's own output.
+FOREIGN = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|Pass --helpshort)")
+
+
+def own_lines(stderr):
+    return [line for line in stderr.splitlines() if line.strip() and not FOREIGN.match(line)]
+
+
+def run_train(args, tmp_path, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300, env=env or dict(os.environ))
+
+
+def test_tiny_run_writes_flags_checkpoint_results_and_a_servable_export(tmp_path):
+    model_dir, export_dir = tmp_path / "run", tmp_path / "saved_models" / "protonet"
+    done = run_train(TINY + [f"--model_dir={model_dir}", f"--export_dir={export_dir}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test accuracy 3-way 1-shot:" in done.stdout and "95% CI, 6 episodes" in done.stdout
+    assert (model_dir / "checkpoints" / "last.weights.h5").is_file()
+    assert os.listdir(model_dir / "logs")  # TensorBoard event files
+    flags_txt = (model_dir / "flags.txt").read_text()
+    assert "--dataset=synthetic" in flags_txt and "--steps=4" in flags_txt
+    result = json.loads((model_dir / "test_3way_1shot.json").read_text())
+    assert result["episodes"] == 6 and 0 <= result["accuracy"] <= 1 and result["ci95"] >= 0
+    assert (export_dir / "1" / "saved_model.pb").is_file()
+
+    # --flagfile replays the run's flags; --eval_only restores its checkpoint.
+    again = run_train([f"--flagfile={model_dir / 'flags.txt'}", "--eval_only", "--ways=4"],
+                      tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((model_dir / "test_4way_1shot.json").read_text())["episodes"] == 6
+    assert sorted(os.listdir(export_dir)) == ["1", "2"]
+
+
+BAD_FLAGS = [
+    (["--algo=nope"], "value should be one of"),
+    (["--dataset=nope"], "value should be one of"),
+    (["--steps=0"], "--steps=0"),
+    (["--steps=-3"], "--steps=-3"),
+    (["--meta_lr=0"], "--meta_lr must be positive"),
+    (["--meta_lr=-0.1"], "--meta_lr must be positive"),
+    (["--ways=0"], "--ways=0"),
+    (["--ways=21"], "ways=21 exceeds the 20 classes of the val split"),
+    (["--train_ways=61"], "ways=61 exceeds the 60 classes of the train split"),
+    (["--shots=10", "--query_shots=11"], "shots + query_shots = 21 exceeds"),
+    (["--steps=5"], "--steps=5 is not a multiple of --eval_every=2"),
+    (["--dataset=folder", "--data_dir=/does/not/exist"], "does not exist"),
+    (["unexpected"], "unexpected arguments"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_flags_fail_with_one_line_and_leave_nothing(tmp_path, flags, message):
+    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
+    done = run_train(TINY + [f"--model_dir={model_dir}", f"--export_dir={export_dir}"] + flags,
+                     tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = own_lines(done.stderr)
+    assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]
+    assert not export_dir.exists() and not model_dir.exists()
+
+
+def test_omniglot_shots_beyond_20_examples_per_class_fail_before_training(tmp_path):
+    done = run_train(["--shots=6", "--query_shots=15", f"--model_dir={tmp_path / 'run'}",
+                      f"--export_dir={tmp_path / 'export'}"], tmp_path)
+    lines = own_lines(done.stderr)
+    assert done.returncode != 0 and len(lines) == 1, done.stderr[-2000:]
+    assert "shots + query_shots = 21 exceeds the examples of" in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "export").exists()
+
+
+def test_missing_omniglot_is_a_one_line_error_saying_what_to_set(tmp_path):
+    env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "empty"))
+    done = run_train(["--nodownload", f"--model_dir={tmp_path / 'run'}"], tmp_path, env)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    lines = own_lines(done.stderr)
+    assert len(lines) == 1 and "set TFDS_DATA_DIR" in lines[0], done.stderr[-2000:]
