@@ -1,0 +1,83 @@
+"""The MetaLearner contract: registry, Keras fit/evaluate/predict, callbacks, resume."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tf_meta import ALGORITHMS, Episode, MetaLearner, build_learner, data
+
+
+def stream(meta_batch_size=2, num_episodes=None):
+    source = data.synthetic(20, 10, (8,))
+    return data.make_episode_dataset(source, 3, 2, 2, meta_batch_size, seed=0,
+                                     num_episodes=num_episodes)
+
+
+def compiled(algo="protonet"):
+    learner = build_learner(algo, (8,))
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return learner
+
+
+def test_registry_builds_every_algorithm_as_a_meta_learner():
+    assert "protonet" in ALGORITHMS
+    for algo in ALGORITHMS:
+        assert isinstance(build_learner(algo, (8,)), MetaLearner)
+    with pytest.raises(ValueError, match="unknown algo 'nope'"):
+        build_learner("nope", (8,))
+
+
+def test_train_step_receives_the_batched_episode_intact():
+    seen = []
+
+    class Recording(type(compiled())):
+        def train_step(self, episodes):
+            seen.append((type(episodes), episodes.support_x.shape))
+            return super().train_step(episodes)
+
+    learner = Recording(build_learner("protonet", (8,)).backbone)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3))
+    learner.fit(stream(), steps_per_epoch=1, epochs=1, verbose=0)
+    assert seen[0] == (Episode, (2, 6, 8))
+
+
+def test_fit_evaluate_predict_speak_episodes():
+    learner = compiled()
+    history = learner.fit(stream(), steps_per_epoch=3, epochs=2, verbose=0,
+                          validation_data=stream(num_episodes=4))
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    scores = learner.evaluate(stream(num_episodes=6), verbose=0, return_dict=True)
+    assert set(scores) == {"loss", "accuracy"} and np.isfinite(scores["loss"])
+    logits = learner.predict(stream(num_episodes=5), verbose=0)
+    assert logits.shape == (5, 6, 3)  # [episodes, queries, ways], remainder batch included
+
+
+def test_tensorboard_and_checkpoint_callbacks_write(tmp_path):
+    learner = compiled()
+    learner.fit(stream(), steps_per_epoch=2, epochs=1, verbose=0, callbacks=[
+        keras.callbacks.TensorBoard(str(tmp_path / "logs")),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "w.weights.h5"), save_weights_only=True)])
+    assert os.listdir(tmp_path / "logs" / "train")
+    restored = build_learner("protonet", (8,))
+    restored.load_weights(str(tmp_path / "w.weights.h5"))
+    for a, b in zip(learner.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("killed")
+
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="killed"):
+        compiled().fit(stream(), steps_per_epoch=2, epochs=4, verbose=0,
+                       callbacks=[keras.callbacks.BackupAndRestore(backup), Crash()])
+    resumed = compiled()
+    history = resumed.fit(stream(), steps_per_epoch=2, epochs=4, verbose=0,
+                          callbacks=[keras.callbacks.BackupAndRestore(backup)])
+    assert history.epoch == [2, 3]
+    assert int(resumed.optimizer.iterations) == 8  # 2 epochs restored + 2 run, 2 steps each
