@@ -1,0 +1,100 @@
+"""Functional inner loops: fast weights as tensors, run through `keras.Model.stateless_call`.
+
+Fast weights are a list of tensors parallel to `model.trainable_variables`. Nothing is
+assigned, so an outer `tf.GradientTape` differentiates through every inner step (exact
+second-order MAML), the loops run inside `tf.function` and exported graphs alike, and there
+is nothing to restore. (Assigning adapted values to the variables instead silently yields
+first-order gradients: assignments are not differentiable.)
+
+Caveats: `stateless_call` needs a built model; the lists must match the variable order 1:1.
+To adapt a subset only (ANIL: the head), pass the original variables at the other positions.
+"""
+
+import tensorflow as tf
+
+
+def forward(model, fast, x, training):
+    """model(x) with `fast` in place of model.trainable_variables; moving stats unchanged.
+
+    Returns:
+      (outputs, updated non-trainable values): the second is what BatchNorm's moving
+      statistics would become after this batch; callers may assign or discard it.
+    """
+    return model.stateless_call(fast, model.non_trainable_variables, x, training=training)
+
+
+def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, training=True):
+    """Fast weights after `steps` SGD steps on loss_fn(y, model(x)), starting from θ.
+
+    Args:
+      model: built keras.Model.
+      loss_fn: (y, outputs) -> scalar loss.
+      x: [S, *input_shape] support inputs; y: [S, ...] support targets.
+      steps: python int, inner steps (0 returns θ itself).
+      lr: inner learning rate (float or scalar tensor).
+      first_order: drop the second-order term (FOMAML): inner gradients are constants
+        to the outer tape.
+      training: the `training` flag of the forward passes (BatchNorm batch statistics).
+
+    Returns:
+      list of tensors parallel to model.trainable_variables.
+    """
+    fast = [tf.convert_to_tensor(v) for v in model.trainable_variables]  # tape-linked reads of θ
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(fast)  # tensors, not variables: must watch
+            outputs, _ = forward(model, fast, x, training)
+            loss = loss_fn(y, outputs)
+        grads = tape.gradient(loss, fast)
+        if first_order:
+            grads = [tf.stop_gradient(g) for g in grads]  # FOMAML: drop the second-order term
+        fast = [w - lr * g for w, g in zip(fast, grads)]
+    return fast
+
+
+def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, beta1=0.0, beta2=0.999,
+               epsilon=1e-8, training=True):
+    """Fast weights after `steps` Adam steps on random mini-batches of (x, y), no gradient to θ.
+
+    Reptile's inner loop (supervised-reptile used Adam with beta1 = 0). Each step draws
+    `batch_size` examples without replacement from a stateless shuffle of the support set
+    (cycling through it), so the loop is a pure function of `seed`. Runs as a
+    tf.while_loop, so 50 test-time steps cost one step's graph.
+
+    Args:
+      x: [S, *input_shape]; y: [S, ...].
+      steps: python int or scalar tensor.
+      batch_size: python int, examples per inner step (capped at S).
+      seed: [2] int stateless seed.
+
+    Returns:
+      list of tensors parallel to model.trainable_variables (constants to any outer tape).
+    """
+    theta = [tf.stop_gradient(tf.convert_to_tensor(v)) for v in model.trainable_variables]
+    size = tf.shape(x)[0]
+    batch = tf.minimum(batch_size, size)
+    # One shuffled pass per epoch, enough epochs to cover every step's mini-batch.
+    epochs = (steps * batch) // size + 1
+    seeds = tf.random.experimental.stateless_split(seed, epochs)
+    order = tf.reshape(tf.map_fn(
+        lambda s: tf.random.experimental.stateless_shuffle(tf.range(size), s), seeds,
+        fn_output_signature=tf.int32), [-1])
+
+    def step(t, fast, m, v):
+        ids = order[t * batch:(t + 1) * batch]
+        with tf.GradientTape() as tape:
+            tape.watch(fast)
+            outputs, _ = forward(model, fast, tf.gather(x, ids), training)
+            loss = loss_fn(tf.gather(y, ids), outputs)
+        grads = tape.gradient(loss, fast)
+        m = [beta1 * a + (1 - beta1) * g for a, g in zip(m, grads)]
+        v = [beta2 * a + (1 - beta2) * tf.square(g) for a, g in zip(v, grads)]
+        t1 = tf.cast(t + 1, tf.float32)
+        scale = lr * tf.sqrt(1 - beta2 ** t1) / (1 - beta1 ** t1)
+        fast = [w - scale * a / (tf.sqrt(b) + epsilon) for w, a, b in zip(fast, m, v)]
+        return t + 1, fast, m, v
+
+    zeros = [tf.zeros_like(w) for w in theta]
+    _, fast, _, _ = tf.while_loop(lambda t, *_: t < steps, step,
+                                  (tf.constant(0), theta, zeros, list(zeros)))
+    return fast
