@@ -1,28 +1,39 @@
 """The algorithm registry: `--algo` names to MetaLearner constructors."""
 
-from tf_meta import backbones
+import functools
+
 from tf_meta.algorithms.base import MetaLearner
+from tf_meta.algorithms.maml import MAML
 from tf_meta.algorithms.protonet import ProtoNet
+from tf_meta.algorithms.reptile import Reptile
 
 ALGORITHMS = {
     "protonet": ProtoNet,
+    "maml": MAML,
+    "fomaml": functools.partial(MAML, first_order=True),
+    "reptile": Reptile,
 }
 
 
-def build_learner(algo, input_shape, **kwargs):
+def build_learner(algo, input_shape, ways=None, backbone=None, **kwargs):
     """A built MetaLearner for `algo` over inputs of `input_shape`.
 
-    The backbone is `backbones.embedding_for(input_shape)` (Conv-4 for images, an MLP for
-    vectors); `kwargs` go to the algorithm's constructor.
+    The backbone is the algorithm's `default_backbone(input_shape, ways)` (Conv-4 for
+    images, an MLP for vectors; with a `ways`-output head for MAML and Reptile) unless
+    `backbone` is given; `kwargs` go to the algorithm's constructor.
 
     Raises:
       ValueError: unknown algo.
     """
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algo {algo!r}; choose from {sorted(ALGORITHMS)}")
-    learner = ALGORITHMS[algo](backbones.embedding_for(tuple(input_shape)), **kwargs)
+    constructor = ALGORITHMS[algo]
+    learner_class = getattr(constructor, "func", constructor)  # see through functools.partial
+    if backbone is None:
+        backbone = learner_class.default_backbone(tuple(input_shape), ways)
+    learner = constructor(backbone, **kwargs)
     learner.build((None, *input_shape))
     return learner
 
 
-__all__ = ["ALGORITHMS", "MetaLearner", "ProtoNet", "build_learner"]
+__all__ = ["ALGORITHMS", "MAML", "MetaLearner", "ProtoNet", "Reptile", "build_learner"]

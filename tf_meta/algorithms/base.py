@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tf_meta import backbones
 from tf_meta.episode import Episode
 
 LOGITS_SPEC = tf.TensorSpec([None, None], tf.float32)
@@ -37,15 +38,26 @@ class MetaLearner(keras.Model):
     The serving signature (`tf_meta.export`) calls `query_logits` with `training=False`
     on an Episode whose query_y is empty, so the hook must not read query labels.
 
+    Regression (`regression=True`, e.g. sinusoids): labels are float targets [.., 1], the
+    "logits" are predictions, the loss is the mean squared error and no accuracy is kept.
+
     Args:
       backbone: keras.Model, the network `call` runs (an embedding, a classifier, ...).
+      regression: float targets and MSE instead of class labels and cross-entropy.
     """
 
-    def __init__(self, backbone, **kwargs):
+    def __init__(self, backbone, regression=False, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.regression = regression
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.accuracy_tracker = (None if regression else
+                                 keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+
+    @staticmethod
+    def default_backbone(input_shape, ways):
+        """The backbone `build_learner` gives this algorithm: an embedding by default."""
+        return backbones.embedding_for(input_shape)
 
     def call(self, x, training=False):
         """Backbone forward: [batch, *input_shape] -> backbone output."""
@@ -56,7 +68,9 @@ class MetaLearner(keras.Model):
         raise NotImplementedError
 
     def query_loss(self, query_y, logits):
-        """Mean loss over queries. query_y: [..., Q] int; logits: [..., Q, ways] -> [...]."""
+        """Mean loss over queries: [..., Q] labels (or [..., Q, 1] targets), [..., Q, ways] -> [...]."""
+        if self.regression:
+            return tf.reduce_mean(tf.square(logits - tf.cast(query_y, logits.dtype)), axis=[-2, -1])
         losses = keras.losses.sparse_categorical_crossentropy(query_y, logits, from_logits=True)
         return tf.reduce_mean(losses, axis=-1)
 
@@ -72,6 +86,12 @@ class MetaLearner(keras.Model):
             loss = tf.reduce_mean(self.query_loss(episodes.query_y, logits), axis=0)
         return tape.gradient(loss, self.trainable_variables), loss, logits
 
+    def meta_optimizer(self, meta_lr, steps, decay_every, decay_rate):
+        """The outer optimizer train.py compiles with: Adam, rate × decay_rate every decay_every."""
+        del steps  # a fixed staircase, whatever the run length
+        return keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(
+            meta_lr, decay_every, decay_rate, staircase=True))
+
     def train_step(self, episodes):
         grads, loss, logits = self.meta_gradients(episodes)
         self.optimizer.apply(grads, self.trainable_variables)
@@ -85,18 +105,21 @@ class MetaLearner(keras.Model):
     def predict_step(self, episodes):
         return self.batch_logits(episodes, training=False)
 
-    def episode_accuracy(self, episodes):
-        """Per-episode query accuracy [B] float32 with training=False."""
+    def episode_scores(self, episodes):
+        """Per-episode query accuracy (MSE for regression) [B] float32 with training=False."""
         logits = self.batch_logits(episodes, training=False)
+        if self.regression:
+            return self.query_loss(episodes.query_y, logits)
         hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
                         tf.cast(episodes.query_y, tf.int32))
         return tf.reduce_mean(tf.cast(hits, tf.float32), axis=-1)
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker]
+        return [m for m in (self.loss_tracker, self.accuracy_tracker) if m is not None]
 
     def _track(self, loss, query_y, logits):
         self.loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(query_y, logits)
+        if self.accuracy_tracker is not None:
+            self.accuracy_tracker.update_state(query_y, logits)
         return {m.name: m.result() for m in self.metrics}
