@@ -16,7 +16,7 @@ def confidence_interval(values, z=1.96):
 
 
 def evaluate_episodes(learner, dataset, verbose=1):
-    """Accuracy of `learner` on every episode of a finite episode dataset.
+    """Accuracy (MSE for regression) of `learner` on every episode of a finite episode dataset.
 
     Args:
       learner: MetaLearner.
@@ -24,16 +24,17 @@ def evaluate_episodes(learner, dataset, verbose=1):
       verbose: 1 shows a Keras progress bar.
 
     Returns:
-      dict: accuracy (mean), ci95 (half-width), episodes (count), all as plain numbers.
+      dict: accuracy (or mse) mean, ci95 (half-width), episodes (count), plain numbers.
     """
-    step = tf.function(learner.episode_accuracy)
+    step = tf.function(learner.episode_scores)
     total = int(dataset.cardinality())
     bar = keras.utils.Progbar(total if total > 0 else None, verbose=verbose,
                               unit_name="meta-batch")
-    accuracies = []
+    scores = []
     for episodes in dataset:
-        accuracies.append(step(episodes).numpy())
+        scores.append(step(episodes).numpy())
         bar.add(1)
-    accuracies = np.concatenate(accuracies)
-    mean, ci95 = confidence_interval(accuracies)
-    return {"accuracy": mean, "ci95": ci95, "episodes": int(accuracies.size)}
+    scores = np.concatenate(scores)
+    mean, ci95 = confidence_interval(scores)
+    return {"mse" if learner.regression else "accuracy": mean, "ci95": ci95,
+            "episodes": int(scores.size)}

@@ -1,4 +1,4 @@
-"""Episode streams: seeds -> sample_episode -> meta-batches, as a tf.data pipeline."""
+"""Episode streams: seeds -> episodes -> meta-batches, as a tf.data pipeline."""
 
 import tensorflow as tf
 
@@ -23,18 +23,12 @@ def check_episode_spec(source, ways, shots, query_shots, split="source"):
 
 def make_episode_dataset(source, ways, shots, query_shots, meta_batch_size, seed,
                          num_episodes=None, split="source"):
-    """A tf.data stream of meta-batches of Episodes drawn from `source`.
-
-    Episode i of the stream is sampled from the stateless seed (seed, i), so a stream is
-    reproducible byte for byte and a finite stream (`num_episodes`) is a fixed episode set.
+    """A tf.data stream of meta-batches of N-way K-shot Episodes drawn from `source`.
 
     Args:
       source: data.sources.Source.
       ways, shots, query_shots: episode sizes.
-      meta_batch_size: episodes per element.
-      seed: int, identifies the stream.
-      num_episodes: None for an endless stream, else the number of episodes (the last
-        meta-batch holds the remainder).
+      meta_batch_size, seed, num_episodes: see `episode_stream`.
       split: name used in error messages.
 
     Returns:
@@ -43,11 +37,27 @@ def make_episode_dataset(source, ways, shots, query_shots, meta_batch_size, seed
     check_episode_spec(source, ways, shots, query_shots, split)
     examples = tf.constant(source.examples)
     counts = tf.constant(source.counts, tf.int32)
+    return episode_stream(
+        lambda episode_seed: sample_episode(episode_seed, examples, counts, ways, shots,
+                                            query_shots),
+        meta_batch_size, seed, num_episodes)
+
+
+def episode_stream(sample_fn, meta_batch_size, seed, num_episodes=None):
+    """Meta-batches of sample_fn(episode seed), episode i seeded by the stateless (seed, i).
+
+    So a stream is reproducible byte for byte and a finite stream is a fixed episode set.
+
+    Args:
+      sample_fn: [2] int64 seed -> Episode (pure TF).
+      meta_batch_size: episodes per element.
+      seed: int, identifies the stream.
+      num_episodes: None for an endless stream, else the number of episodes (the last
+        meta-batch holds the remainder).
+    """
     ids = tf.data.Dataset.range(num_episodes) if num_episodes else tf.data.Dataset.counter()
-    episodes = ids.map(
-        lambda i: sample_episode(tf.stack([tf.constant(seed, tf.int64), i]), examples, counts,
-                                 ways, shots, query_shots),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Prefetch overlaps episode sampling with the learner's step on the other core.
+    episodes = ids.map(lambda i: sample_fn(tf.stack([tf.constant(seed, tf.int64), i])),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     episodes = episodes.batch(meta_batch_size, drop_remainder=num_episodes is None)
+    # Prefetch overlaps episode sampling with the learner's step on the other core.
     return episodes.prefetch(tf.data.AUTOTUNE)
