@@ -1,11 +1,14 @@
 """Meta-trains a tf_meta learner, evaluates it on fixed test episodes, exports it for TF Serving.
 
-Intentionally short: flags in, library calls out. The library never reads FLAGS.
+Intentionally short: flags in, library calls out; the library never reads FLAGS. Flags left
+unset take the algorithm's published protocol (tf_meta/protocols.py).
 
   python train.py --algo=protonet                 # Omniglot, vinyals split, paper protocol
+  python train.py --algo=maml --steps=2000        # 5-way 1-shot MAML, exact second order
   python train.py --flagfile=runs/protonet/flags.txt --ways=20 --eval_only
 """
 
+import inspect
 import json
 import os
 import sys
@@ -16,45 +19,84 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TF's start-up chatter
 from absl import app, flags, logging  # noqa: E402
 
 import tf_meta  # noqa: E402
-from tf_meta import data, evaluation, export  # noqa: E402
+from tf_meta import backbones, data, evaluation, export, protocols  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "protonet", sorted(tf_meta.ALGORITHMS), "meta-learning algorithm")
-flags.DEFINE_enum("dataset", "omniglot", ["omniglot", "folder", "synthetic"],
-                  "episode source: TFDS omniglot, an image folder (--data_dir), or synthetic")
+flags.DEFINE_enum("dataset", "omniglot", ["omniglot", "folder", "synthetic", "sinusoid"],
+                  "episode source: TFDS omniglot, an image folder (--data_dir), synthetic "
+                  "clusters, or sinusoid regression (MAML paper §5.1)")
 flags.DEFINE_enum("split", "vinyals", list(data.sources.SPLIT_SCHEMES), "Omniglot class split")
 flags.DEFINE_string("data_dir", None, "TFDS data dir for omniglot (default: TFDS_DATA_DIR or "
                     "~/tensorflow_datasets); the image root for --dataset=folder")
 flags.DEFINE_bool("download", True, "let TFDS download omniglot when it is not prepared")
-flags.DEFINE_integer("ways", 5, "test classes per episode (N in N-way)", lower_bound=1)
-flags.DEFINE_integer("shots", 1, "support examples per class (K in K-shot)", lower_bound=1)
-flags.DEFINE_integer("query_shots", 15, "query examples per class in test episodes",
-                     lower_bound=1)
-flags.DEFINE_integer("train_ways", 60, "classes per training episode (paper: 60)", lower_bound=1)
-flags.DEFINE_integer("train_shots", None, "support examples per class in training episodes "
-                     "(default: --shots)", lower_bound=1)
-flags.DEFINE_integer("train_query_shots", 5, "query examples per class in training episodes",
-                     lower_bound=1)
-flags.DEFINE_integer("meta_batch_size", 1, "episodes per meta-update", lower_bound=1)
-flags.DEFINE_integer("steps", 10000, "meta-updates to train", lower_bound=1)
-flags.DEFINE_float("meta_lr", 1e-3, "Adam learning rate of the meta-update")
-flags.DEFINE_integer("lr_decay_every", 2000, "halve (--lr_decay_rate) the rate every this many "
-                     "steps (paper: 2000)", lower_bound=1)
-flags.DEFINE_float("lr_decay_rate", 0.5, "multiplier of the rate every --lr_decay_every steps")
+PROTOCOL = "(default: the algorithm's paper protocol, tf_meta/protocols.py)"
+for name, help_text in [
+        ("ways", "test classes per episode (N in N-way)"),
+        ("shots", "support examples per class in test episodes (K in K-shot)"),
+        ("query_shots", "query examples per class in test episodes"),
+        ("train_ways", "classes per training episode (default: --ways; ProtoNet: 60)"),
+        ("train_shots", "support examples per class in training episodes (default: --shots)"),
+        ("train_query_shots", "query examples per class in training episodes"),
+        ("meta_batch_size", "episodes per meta-update"),
+        ("steps", "meta-updates to train"),
+        ("lr_decay_every", "multiply the meta learning rate by --lr_decay_rate this often"),
+        ("inner_steps", "inner-loop steps in training (MAML, Reptile)"),
+        ("test_inner_steps", "inner-loop steps at test and in the served model (MAML, Reptile)"),
+        ("inner_batch_size", "support examples per Reptile inner step in training"),
+        ("test_inner_batch_size", "support examples per Reptile inner step at test")]:
+    flags.DEFINE_integer(name, None, f"{help_text} {PROTOCOL}", lower_bound=1)
+for name, help_text in [("meta_lr", "outer learning rate (Reptile: ε, annealed to 0)"),
+                        ("lr_decay_rate", "learning-rate multiplier every --lr_decay_every"),
+                        ("inner_lr", "inner-loop learning rate (MAML, Reptile)")]:
+    flags.DEFINE_float(name, None, f"{help_text} {PROTOCOL}")
+    flags.register_validator(name, lambda v: v is None or v > 0,
+                             message=f"--{name} must be positive")
+flags.DEFINE_bool("transductive", True, "BatchNorm statistics from the whole query batch at "
+                  "test (MAML, Reptile); --notransductive: see each algorithm's docstring")
 flags.DEFINE_integer("eval_every", 500, "steps between validation runs and checkpoints",
                      lower_bound=1)
 flags.DEFINE_integer("val_episodes", 200, "validation episodes per validation run", lower_bound=2)
-flags.DEFINE_integer("eval_episodes", 1000, "fixed test episodes for the final accuracy ± CI",
+flags.DEFINE_integer("eval_episodes", 1000, "fixed test episodes for the final score ± CI",
                      lower_bound=2)
 flags.DEFINE_integer("seed", 0, "seed of initialisation and training episodes")
 flags.DEFINE_integer("eval_seed", 1000, "seed of the fixed validation and test episode sets")
-flags.DEFINE_string("model_dir", "runs/protonet", "checkpoints, TensorBoard logs, flags.txt, "
-                    "results JSON")
-flags.DEFINE_string("export_dir", "saved_models/protonet", "TF Serving model base path; a new "
-                    "integer version is written there ('' skips the export)")
+flags.DEFINE_string("model_dir", None, "checkpoints, TensorBoard logs, flags.txt, results JSON "
+                    "(default: runs/<algo>)")
+flags.DEFINE_string("export_dir", None, "TF Serving model base path, a new integer version is "
+                    "written there (default: saved_models/<algo>; '' skips the export)")
+flags.DEFINE_string("export_adapted", None, "also export the learner adapted to one support "
+                    "set (a folder of class folders, or 'test_episode') as a plain classifier "
+                    "to <export_dir>_adapted")
 flags.DEFINE_bool("eval_only", False, "skip training: restore model_dir's checkpoint, evaluate")
-for _rate in ("meta_lr", "lr_decay_rate"):
-    flags.register_validator(_rate, lambda v: v > 0, message=f"--{_rate} must be positive")
+HYPER = ("inner_lr", "inner_steps", "test_inner_steps", "inner_batch_size",
+         "test_inner_batch_size", "transductive")
+
+
+FLAG_NAMES = [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]
+
+
+def resolve_flags():
+    """Fills unset flags from the protocol; rejects flags the algorithm has no use for."""
+    constructor = tf_meta.ALGORITHMS[FLAGS.algo]
+    accepted = inspect.signature(getattr(constructor, "func", constructor)).parameters
+    for name in HYPER:
+        if FLAGS[name].present and name not in accepted:
+            raise ValueError(f"--{name} does not apply to --algo={FLAGS.algo}")
+    if FLAGS.dataset == "sinusoid" and FLAGS.algo not in protocols.SINUSOID:
+        raise ValueError(f"--dataset=sinusoid supports --algo in {sorted(protocols.SINUSOID)}")
+    for name, value in protocols.protocol(FLAGS.algo, FLAGS.dataset).items():
+        if FLAGS[name].value is None and (name not in HYPER or name in accepted):
+            FLAGS[name].value = value
+    FLAGS.train_ways = FLAGS.train_ways or FLAGS.ways
+    FLAGS.train_shots = FLAGS.train_shots or FLAGS.shots
+    FLAGS.model_dir = FLAGS.model_dir or os.path.join("runs", FLAGS.algo)
+    if FLAGS.export_dir is None:
+        FLAGS.export_dir = os.path.join("saved_models", FLAGS.algo)
+    if "first_order" in accepted and FLAGS.ways > FLAGS.train_ways:  # MAML family: fixed head
+        raise ValueError(f"--ways={FLAGS.ways} exceeds the {FLAGS.train_ways}-way head "
+                         "trained with --train_ways")
+    return {name: FLAGS[name].value for name in HYPER if name in accepted}
 
 
 def load_splits():
@@ -68,28 +110,47 @@ def load_splits():
     return data.synthetic_splits(num_classes=100, input_shape=(28, 28, 1), seed=FLAGS.seed)
 
 
+def episode_streams():
+    """(train, val or None, test) episode datasets and the input shape."""
+    test_sizes = dict(meta_batch_size=50, seed=FLAGS.eval_seed)
+    if FLAGS.dataset == "sinusoid":
+        stream = lambda shots, queries, **kw: data.make_sinusoid_dataset(  # noqa: E731
+            shots, queries, **kw)
+        return (stream(FLAGS.train_shots, FLAGS.train_query_shots,
+                       meta_batch_size=FLAGS.meta_batch_size, seed=FLAGS.seed),
+                stream(FLAGS.shots, FLAGS.query_shots, num_episodes=FLAGS.val_episodes,
+                       **test_sizes),
+                stream(FLAGS.shots, FLAGS.query_shots, num_episodes=FLAGS.eval_episodes,
+                       **dict(test_sizes, seed=FLAGS.eval_seed + 1)), (1,))
+    splits = load_splits()
+    train = data.make_episode_dataset(splits["train"], FLAGS.train_ways, FLAGS.train_shots,
+                                      FLAGS.train_query_shots, FLAGS.meta_batch_size,
+                                      FLAGS.seed, split="train")
+    test_sizes.update(ways=FLAGS.ways, shots=FLAGS.shots, query_shots=FLAGS.query_shots)
+    val = (data.make_episode_dataset(splits["val"], **test_sizes, split="val",
+                                     num_episodes=FLAGS.val_episodes)
+           if "val" in splits else None)
+    test = data.make_episode_dataset(splits["test"], **test_sizes, split="test",
+                                     num_episodes=FLAGS.eval_episodes)
+    return train, val, test, splits["train"].input_shape
+
+
 def prepare():
     """Everything that can fail on bad input, before any training or export."""
+    hyper = resolve_flags()
     for path in (FLAGS.model_dir, FLAGS.export_dir):
         if path and os.path.exists(path) and not os.access(path, os.W_OK):
             raise ValueError(f"{path!r} is not writable")
     if FLAGS.steps % min(FLAGS.eval_every, FLAGS.steps):
         raise ValueError(f"--steps={FLAGS.steps} is not a multiple of "
                          f"--eval_every={FLAGS.eval_every}")
-    splits = load_splits()
-    shots = FLAGS.train_shots or FLAGS.shots
-    train = data.make_episode_dataset(splits["train"], FLAGS.train_ways, shots,
-                                      FLAGS.train_query_shots, FLAGS.meta_batch_size,
-                                      FLAGS.seed, split="train")
-    episodes = dict(ways=FLAGS.ways, shots=FLAGS.shots, query_shots=FLAGS.query_shots,
-                    meta_batch_size=50, seed=FLAGS.eval_seed)
-    val = (data.make_episode_dataset(splits["val"], **episodes, split="val",
-                                     num_episodes=FLAGS.val_episodes)
-           if "val" in splits else None)
-    test = data.make_episode_dataset(splits["test"], **episodes, split="test",
-                                     num_episodes=FLAGS.eval_episodes)
-    learner = tf_meta.build_learner(FLAGS.algo, splits["train"].input_shape)
-    return learner, train, val, test, splits["train"].input_shape
+    train, val, test, input_shape = episode_streams()
+    regression = FLAGS.dataset == "sinusoid"
+    learner = tf_meta.build_learner(
+        FLAGS.algo, input_shape, ways=1 if regression else FLAGS.train_ways,
+        backbone=backbones.sinusoid_mlp() if regression else None,
+        regression=regression, **hyper)
+    return learner, hyper, train, val, test, input_shape
 
 
 def main(argv):
@@ -97,22 +158,23 @@ def main(argv):
         sys.exit(f"train.py: error: unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     try:
-        learner, train, val, test, input_shape = prepare()
+        learner, hyper, train, val, test, input_shape = prepare()
         os.makedirs(FLAGS.model_dir, exist_ok=True)
     except (ValueError, OSError) as e:
         sys.exit(f"train.py: error: {e}")
     import keras
     keras.utils.set_random_seed(FLAGS.seed)
-    with open(os.path.join(FLAGS.model_dir, "flags.txt"), "w") as f:
-        f.write(FLAGS.flags_into_string())
+    used = [n for n in FLAG_NAMES if FLAGS[n].value is not None and (n not in HYPER or n in hyper)]
+    with open(os.path.join(FLAGS.model_dir, "flags.txt"), "w") as f:  # replay: --flagfile
+        f.write("".join(FLAGS[n].serialize() + "\n" for n in used))
     checkpoint = os.path.join(FLAGS.model_dir, "checkpoints", "last.weights.h5")
     start = time.time()
     if FLAGS.eval_only:
         learner.load_weights(checkpoint)
     else:
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            FLAGS.meta_lr, FLAGS.lr_decay_every, FLAGS.lr_decay_rate, staircase=True)
-        learner.compile(optimizer=keras.optimizers.Adam(schedule), jit_compile=False)
+        learner.compile(optimizer=learner.meta_optimizer(
+            FLAGS.meta_lr, FLAGS.steps, FLAGS.lr_decay_every, FLAGS.lr_decay_rate),
+            jit_compile=False)
         steps_per_epoch = min(FLAGS.eval_every, FLAGS.steps)
         learner.fit(train, steps_per_epoch=steps_per_epoch,
                     epochs=FLAGS.steps // steps_per_epoch, validation_data=val,
@@ -122,18 +184,39 @@ def main(argv):
                         keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs"))])
     train_seconds = time.time() - start
     result = evaluation.evaluate_episodes(learner, test)
-    result.update(algo=FLAGS.algo, dataset=FLAGS.dataset, split=FLAGS.split, ways=FLAGS.ways,
-                  shots=FLAGS.shots, query_shots=FLAGS.query_shots, steps=FLAGS.steps,
+    result.update({n: FLAGS[n].value for n in ("algo", "dataset", "split", "ways", "shots",
+                                               "query_shots", "steps", *HYPER)},
                   train_seconds=round(train_seconds, 1))
-    name = f"test_{FLAGS.ways}way_{FLAGS.shots}shot.json"
-    with open(os.path.join(FLAGS.model_dir, name), "w") as f:
+    task = ("sinusoid" if learner.regression else f"{FLAGS.ways}way") + f"_{FLAGS.shots}shot"
+    with open(os.path.join(FLAGS.model_dir, f"test_{task}.json"), "w") as f:
         json.dump(result, f, indent=2)
-    print(f"test accuracy {FLAGS.ways}-way {FLAGS.shots}-shot: {100 * result['accuracy']:.2f} "
-          f"± {100 * result['ci95']:.2f}% (95% CI, {result['episodes']} episodes)")
+    if learner.regression:
+        score = f"MSE sinusoid {FLAGS.shots}-shot: {result['mse']:.3f} ± {result['ci95']:.3f}"
+    else:
+        score = (f"accuracy {FLAGS.ways}-way {FLAGS.shots}-shot: {100 * result['accuracy']:.2f}"
+                 f" ± {100 * result['ci95']:.2f}%")
+    print(f"test {score} (95% CI, {result['episodes']} episodes)")
     if FLAGS.export_dir:
         path = export.export_learner(learner, FLAGS.export_dir, input_shape,
                                      metadata={"algo": FLAGS.algo, "test": result})
         print(f"exported SavedModel to {path}")
+    if FLAGS.export_adapted:
+        support = adapted_support(test)
+        path = export.export_adapted(learner, *support, FLAGS.export_dir + "_adapted",
+                                     metadata={"algo": FLAGS.algo, "support": FLAGS.export_adapted})
+        print(f"exported the adapted learner to {path}")
+
+
+def adapted_support(test):
+    """(support images, labels) for --export_adapted: a class-folder tree or 'test_episode'."""
+    if FLAGS.export_adapted == "test_episode":
+        episode = next(iter(test))
+        return episode.support_x[0], episode.support_y[0]
+    source = data.folder(FLAGS.export_adapted, image_size=28)
+    images = [source.examples[c, i] for c in range(source.num_classes)
+              for i in range(source.counts[c])]
+    labels = [c for c in range(source.num_classes) for _ in range(source.counts[c])]
+    return images, labels
 
 
 if __name__ == "__main__":

@@ -82,11 +82,7 @@ def request_body(support_images, support_labels, query_images):
 
 
 def export_learner(learner, base_path, input_shape, version=None, metadata=None):
-    """Writes `learner` as a TF Serving model version, atomically.
-
-    The SavedModel is written to a hidden temporary folder beside the versions and renamed
-    into place, so TF Serving (which polls for integer folders) never sees a partial one
-    and a failed export leaves nothing behind.
+    """Writes `learner` as a TF Serving model version with the episode signature.
 
     Args:
       learner: a built MetaLearner.
@@ -98,6 +94,57 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None)
     Returns:
       Path of the written version folder.
     """
+    def serve(support_images, support_labels, query_images):
+        return serving_outputs(learner, support_images, support_labels, query_images)
+
+    signature = [tf.TensorSpec([None, *input_shape], tf.float32, "support_images"),
+                 tf.TensorSpec([None], tf.int32, "support_labels"),
+                 tf.TensorSpec([None, *input_shape], tf.float32, "query_images")]
+    return _write_version(learner, serve, signature, base_path, version, metadata)
+
+
+def export_adapted(learner, support_images, support_labels, base_path, version=None,
+                   metadata=None):
+    """Writes the learner adapted to one support set as a plain classifier model version.
+
+    MAML/FOMAML/Reptile run their test-time inner loop once, here; the export holds the
+    adapted weights (and the support set, which BatchNorm's batch statistics may use), and
+    its `serving_default` signature is
+      images [n, *input_shape] float32 pixels -> probabilities [n, ways], classes [n] int32,
+    answering exactly what `learner.score(adapted weights, episode)` answers in memory.
+
+    Args:
+      learner: a built MAML-family learner (has `adapt` and `score`).
+      support_images: [S, *input_shape] pixels; support_labels: [S] int in [0, ways).
+      base_path, version, metadata: as in export_learner.
+
+    Returns:
+      Path of the written version folder.
+    """
+    support_images = tf.cast(support_images, tf.float32)
+    support_labels = tf.cast(support_labels, tf.int32)
+    check_request(support_images, support_labels, support_images)
+    fast = [tf.constant(w) for w in learner.adapt(support_images, support_labels,
+                                                   training=False)]
+
+    def serve(images):
+        episode = Episode(support_images, support_labels, images,
+                          tf.zeros(tf.shape(images)[:1], tf.int32))
+        logits = learner.score(fast, episode, training=False)
+        return {"probabilities": tf.nn.softmax(logits, axis=-1),
+                "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+
+    signature = [tf.TensorSpec([None, *support_images.shape[1:]], tf.float32, "images")]
+    return _write_version(learner, serve, signature, base_path, version, metadata)
+
+
+def _write_version(learner, serve, signature, base_path, version, metadata):
+    """Saves `serve` as serving_default into base_path/<version>, atomically.
+
+    The SavedModel is written to a hidden temporary folder beside the versions and renamed
+    into place, so TF Serving (which polls for integer folders) never sees a partial one
+    and a failed export leaves nothing behind.
+    """
     version = next_version(base_path) if version is None else int(version)
     final = os.path.join(base_path, str(version))
     if os.path.exists(final):
@@ -107,15 +154,7 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None)
     try:
         archive = keras.export.ExportArchive()
         archive.track(learner)
-
-        def serve(support_images, support_labels, query_images):
-            return serving_outputs(learner, support_images, support_labels, query_images)
-
-        archive.add_endpoint(
-            name="serving_default", fn=serve,
-            input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, "support_images"),
-                             tf.TensorSpec([None], tf.int32, "support_labels"),
-                             tf.TensorSpec([None, *input_shape], tf.float32, "query_images")])
+        archive.add_endpoint(name="serving_default", fn=serve, input_signature=signature)
         archive.write_out(tmp, verbose=False)
         if metadata is not None:
             os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
