@@ -157,13 +157,13 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"train.py: error: unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    import keras
+    keras.utils.set_random_seed(FLAGS.seed)  # before the learner is built: seeds its init
     try:
         learner, hyper, train, val, test, input_shape = prepare()
         os.makedirs(FLAGS.model_dir, exist_ok=True)
     except (ValueError, OSError) as e:
         sys.exit(f"train.py: error: {e}")
-    import keras
-    keras.utils.set_random_seed(FLAGS.seed)
     used = [n for n in FLAG_NAMES if FLAGS[n].value is not None and (n not in HYPER or n in hyper)]
     with open(os.path.join(FLAGS.model_dir, "flags.txt"), "w") as f:  # replay: --flagfile
         f.write("".join(FLAGS[n].serialize() + "\n" for n in used))

@@ -63,6 +63,10 @@ BAD_FLAGS = [
     (["--steps=5"], "--steps=5 is not a multiple of --eval_every=2"),
     (["--dataset=folder", "--data_dir=/does/not/exist"], "does not exist"),
     (["unexpected"], "unexpected arguments"),
+    (["--inner_lr=0.1"], "--inner_lr does not apply to --algo=protonet"),
+    (["--algo=maml", "--ways=5", "--train_ways=3"], "--ways=5 exceeds the 3-way head"),
+    (["--algo=protonet", "--dataset=sinusoid"], "--dataset=sinusoid supports --algo in"),
+    (["--algo=maml", "--inner_lr=0"], "--inner_lr must be positive"),
 ]
 
 
@@ -93,3 +97,26 @@ def test_missing_omniglot_is_a_one_line_error_saying_what_to_set(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     lines = own_lines(done.stderr)
     assert len(lines) == 1 and "set TFDS_DATA_DIR" in lines[0], done.stderr[-2000:]
+
+
+def test_the_same_seed_gives_the_same_run(tmp_path):
+    results = []
+    for run in ("a", "b"):
+        done = run_train(TINY + [f"--model_dir={tmp_path / run}", "--export_dir="], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results.append(json.loads((tmp_path / run / "test_3way_1shot.json").read_text()))
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+    assert results[0]["ci95"] == results[1]["ci95"]
+
+
+def test_sinusoid_maml_trains_evaluates_and_exports_predictions(tmp_path):
+    done = run_train(["--algo=maml", "--dataset=sinusoid", "--steps=4", "--eval_every=2",
+                      "--val_episodes=4", "--eval_episodes=6", "--export_adapted=test_episode",
+                      f"--model_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'maml'}"],
+                     tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test MSE sinusoid 5-shot:" in done.stdout
+    result = json.loads((tmp_path / "run" / "test_sinusoid_5shot.json").read_text())
+    assert result["test_inner_steps"] == 10 and result["inner_lr"] == 0.01  # the paper's
+    assert (tmp_path / "maml" / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "maml_adapted" / "1" / "saved_model.pb").is_file()

@@ -1,10 +1,16 @@
 """SavedModel export in the layout TF Serving reads: <model base path>/<integer version>/.
 
-The `serving_default` signature is the same for every algorithm:
+The `serving_default` signature is the same for every classification algorithm:
   support_images [S, *input_shape] float32 pixels, support_labels [S] int32 in [0, ways),
   query_images [Q, *input_shape] float32 pixels
   -> logits [Q, ways] float32, probabilities [Q, ways] float32, classes [Q] int32.
-Ways are read from the support labels, so one export answers any N-way K-shot request.
+Ways are read from the support labels, so one export answers any N-way K-shot request
+(MAML and Reptile: up to the size of their head). MAML and Reptile run their test-time
+inner loop inside this signature. Regression learners (sinusoids) take support_x [S, 1],
+support_y [S, 1], query_x [Q, 1] and answer predictions [Q, 1].
+
+`export_adapted` writes a learner already adapted to one support set as a plain model:
+images -> probabilities, classes (regression: x -> predictions).
 """
 
 import json
@@ -94,6 +100,15 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None)
     Returns:
       Path of the written version folder.
     """
+    if learner.regression:
+        return _write_version(learner, lambda support_x, support_y, query_x: {
+            "predictions": learner.query_logits(Episode(support_x, support_y, query_x, None),
+                                                training=False)},
+            [tf.TensorSpec([None, *input_shape], tf.float32, "support_x"),
+             tf.TensorSpec([None, 1], tf.float32, "support_y"),
+             tf.TensorSpec([None, *input_shape], tf.float32, "query_x")],
+            base_path, version, metadata)
+
     def serve(support_images, support_labels, query_images):
         return serving_outputs(learner, support_images, support_labels, query_images)
 
@@ -122,15 +137,17 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
       Path of the written version folder.
     """
     support_images = tf.cast(support_images, tf.float32)
-    support_labels = tf.cast(support_labels, tf.int32)
-    check_request(support_images, support_labels, support_images)
+    support_labels = tf.cast(support_labels, tf.float32 if learner.regression else tf.int32)
+    if not learner.regression:
+        check_request(support_images, support_labels, support_images)
     fast = [tf.constant(w) for w in learner.adapt(support_images, support_labels,
                                                    training=False)]
 
     def serve(images):
-        episode = Episode(support_images, support_labels, images,
-                          tf.zeros(tf.shape(images)[:1], tf.int32))
+        episode = Episode(support_images, support_labels, images, None)
         logits = learner.score(fast, episode, training=False)
+        if learner.regression:
+            return {"predictions": logits}
         return {"probabilities": tf.nn.softmax(logits, axis=-1),
                 "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 

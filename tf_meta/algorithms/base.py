@@ -36,7 +36,7 @@ class MetaLearner(keras.Model):
                    labels followed by the queries, and reads the query positions.
 
     The serving signature (`tf_meta.export`) calls `query_logits` with `training=False`
-    on an Episode whose query_y is empty, so the hook must not read query labels.
+    on an Episode without query labels, so the hook must not read query_y.
 
     Regression (`regression=True`, e.g. sinusoids): labels are float targets [.., 1], the
     "logits" are predictions, the loss is the mean squared error and no accuracy is kept.
