@@ -5,7 +5,7 @@ import tensorflow as tf
 from tf_meta import backbones
 from tf_meta.algorithms import fast_weights
 from tf_meta.algorithms.base import MetaLearner
-from tf_meta.episode import num_ways
+from tf_meta.episode import Episode, num_ways
 
 
 class MAML(MetaLearner):
@@ -48,6 +48,34 @@ class MAML(MetaLearner):
         if not ways:
             raise ValueError("MAML and Reptile need `ways`, the size of their output head")
         return backbones.classifier_for(input_shape, ways)
+
+    def meta_gradients(self, episodes):
+        """Mean meta-gradient over the meta-batch, one task at a time.
+
+        Each task's outer gradient is taken inside a tf.while_loop and summed, so only one
+        task's inner-loop activations are alive at once: memory does not grow with the
+        meta-batch, and the graph holds one task, not an unrolled meta-batch.
+        """
+        variables = self.trainable_variables
+        batch = tf.shape(episodes.support_y)[0]
+
+        def task(i, grads, losses, logits):
+            episode = Episode(*(t[i] for t in episodes))
+            with tf.GradientTape() as tape:
+                task_logits = self.query_logits(episode, training=True)
+                loss = self.query_loss(episode.query_y, task_logits)
+            task_grads = tape.gradient(loss, variables)
+            return (i + 1, [g + t for g, t in zip(grads, task_grads)], losses.write(i, loss),
+                    logits.write(i, task_logits))
+
+        _, grads, losses, logits = tf.while_loop(
+            lambda i, *_: i < batch, task,
+            (tf.constant(0), [tf.zeros_like(v) for v in variables],
+             tf.TensorArray(tf.float32, size=batch),
+             tf.TensorArray(tf.float32, size=batch, element_shape=tf.TensorShape([None, None]))),
+            parallel_iterations=1)  # tasks one after another: peak memory of one task
+        scale = 1.0 / tf.cast(batch, tf.float32)
+        return [g * scale for g in grads], tf.reduce_mean(losses.stack(), axis=0), logits.stack()
 
     def adapt(self, support_x, support_y, training):
         """Fast weights for one support set: list parallel to backbone.trainable_variables."""
