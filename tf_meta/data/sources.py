@@ -74,14 +74,14 @@ def omniglot(split_scheme="vinyals", image_size=28, data_dir=None, download=True
     import tensorflow_datasets as tfds  # deferred: only Omniglot users pay for the import
 
     try:
-        data, info = tfds.load("omniglot", split="train+test", batch_size=-1,
-                               data_dir=data_dir, download=download, with_info=True)
+        dataset, info = tfds.load("omniglot", split="train+test", data_dir=data_dir,
+                                  download=download, with_info=True)
     except Exception as e:  # TFDS raises assorted types for "not prepared" and network errors
         where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
         raise ValueError(f"cannot load TFDS omniglot from {where} ({type(e).__name__}); set "
                          "TFDS_DATA_DIR to a folder with omniglot/3.0.0 prepared, or allow "
                          "the download") from None
-    images = _to_characters(data["image"], data["label"], image_size)
+    images = _to_characters(dataset, image_size)
     label_names = info.features["label"].names
     ids = _split_ids(split_scheme)
     splits = {}
@@ -91,13 +91,24 @@ def omniglot(split_scheme="vinyals", image_size=28, data_dir=None, download=True
     return splits
 
 
-def _to_characters(images, labels, image_size):
-    """[N, 105, 105, 3] uint8 black-on-white -> [1623, 20, s, s, 1] uint8 white-on-black."""
-    order = tf.argsort(labels, stable=True)
-    gray = 255.0 - tf.cast(tf.gather(images, order)[..., :1], tf.float32)
-    small = tf.image.resize(gray, [image_size, image_size], method="area")
-    small = tf.cast(tf.round(tf.clip_by_value(small, 0.0, 255.0)), tf.uint8).numpy()
-    return small.reshape(-1, OMNIGLOT_EXAMPLES_PER_CLASS, image_size, image_size, 1)
+def _to_characters(dataset, image_size):
+    """TFDS records (105x105x3 black on white) -> [1623, 20, s, s, 1] uint8 white on black.
+
+    Images are shrunk inside the tf.data pipeline, so the full-size images are never all
+    in memory at once.
+    """
+    def shrink(example):
+        gray = 255.0 - tf.cast(example["image"][..., :1], tf.float32)
+        small = tf.image.resize(gray, [image_size, image_size], method="area")
+        return tf.cast(tf.round(tf.clip_by_value(small, 0.0, 255.0)), tf.uint8), example["label"]
+
+    images, labels = [], []
+    for small, label in dataset.map(shrink, num_parallel_calls=tf.data.AUTOTUNE).batch(2048):
+        images.append(small.numpy())
+        labels.append(label.numpy())
+    order = np.argsort(np.concatenate(labels), kind="stable")
+    images = np.concatenate(images)[order]
+    return images.reshape(-1, OMNIGLOT_EXAMPLES_PER_CLASS, image_size, image_size, 1)
 
 
 def _split_ids(split_scheme):
