@@ -55,10 +55,8 @@ def test_rotations_are_counter_clockwise_quarter_turns(omniglot_splits):
         assert not np.array_equal(rotated, upright)
 
 
-def test_lake_split_background_for_training_evaluation_for_testing():
-    splits = data.omniglot("lake", download=False) if os.environ.get("TFDS_DATA_DIR") else None
-    if splits is None:
-        pytest.skip("Omniglot not prepared")
+def test_lake_split_background_for_training_evaluation_for_testing(omniglot_splits):
+    splits = data.omniglot("lake", download=False)  # the fixture made sure the data is there
     assert set(splits) == {"train", "test"}
     assert set(splits["train"].labels.tolist()) == set(range(964))
     assert splits["train"].num_classes == 964 * 4
