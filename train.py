@@ -112,21 +112,19 @@ def load_splits():
 
 def episode_streams():
     """(train, val or None, test) episode datasets and the input shape."""
-    test_sizes = dict(meta_batch_size=50, seed=FLAGS.eval_seed)
     if FLAGS.dataset == "sinusoid":
-        stream = lambda shots, queries, **kw: data.make_sinusoid_dataset(  # noqa: E731
-            shots, queries, **kw)
-        return (stream(FLAGS.train_shots, FLAGS.train_query_shots,
-                       meta_batch_size=FLAGS.meta_batch_size, seed=FLAGS.seed),
-                stream(FLAGS.shots, FLAGS.query_shots, num_episodes=FLAGS.val_episodes,
-                       **test_sizes),
-                stream(FLAGS.shots, FLAGS.query_shots, num_episodes=FLAGS.eval_episodes,
-                       **dict(test_sizes, seed=FLAGS.eval_seed + 1)), (1,))
+        train = data.make_sinusoid_dataset(FLAGS.train_shots, FLAGS.train_query_shots,
+                                           FLAGS.meta_batch_size, FLAGS.seed)
+        val, test = (data.make_sinusoid_dataset(FLAGS.shots, FLAGS.query_shots, 50,
+                                                FLAGS.eval_seed + i, num_episodes=n)
+                     for i, n in enumerate((FLAGS.val_episodes, FLAGS.eval_episodes)))
+        return train, val, test, (1,)
     splits = load_splits()
     train = data.make_episode_dataset(splits["train"], FLAGS.train_ways, FLAGS.train_shots,
                                       FLAGS.train_query_shots, FLAGS.meta_batch_size,
                                       FLAGS.seed, split="train")
-    test_sizes.update(ways=FLAGS.ways, shots=FLAGS.shots, query_shots=FLAGS.query_shots)
+    test_sizes = dict(ways=FLAGS.ways, shots=FLAGS.shots, query_shots=FLAGS.query_shots,
+                      meta_batch_size=50, seed=FLAGS.eval_seed)
     val = (data.make_episode_dataset(splits["val"], **test_sizes, split="val",
                                      num_episodes=FLAGS.val_episodes)
            if "val" in splits else None)

@@ -68,7 +68,7 @@ class MetaLearner(keras.Model):
         raise NotImplementedError
 
     def query_loss(self, query_y, logits):
-        """Mean loss over queries: [..., Q] labels (or [..., Q, 1] targets), [..., Q, ways] -> [...]."""
+        """Mean loss over queries: [..., Q] labels ([..., Q, 1] targets), [..., Q, N] -> [...]."""
         if self.regression:
             return tf.reduce_mean(tf.square(logits - tf.cast(query_y, logits.dtype)), axis=[-2, -1])
         losses = keras.losses.sparse_categorical_crossentropy(query_y, logits, from_logits=True)

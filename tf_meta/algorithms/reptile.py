@@ -1,4 +1,4 @@
-"""Reptile: first-order meta-learning by interpolating toward adapted weights (Nichol et al. 2018)."""
+"""Reptile: first-order meta-learning toward adapted weights (Nichol et al. 2018)."""
 
 import keras
 import tensorflow as tf
