@@ -60,8 +60,10 @@ def check_request(support_images, support_labels, query_images):
 def serving_outputs(learner, support_images, support_labels, query_images):
     """The `serving_default` computation: dict of logits, probabilities, classes."""
     ways = check_request(support_images, support_labels, query_images)
-    with tf.control_dependencies([ways]):
-        query_y = tf.zeros(tf.shape(query_images)[:1], tf.int32)  # unread by query_logits
+    with tf.control_dependencies([ways]):  # nothing reads the inputs before they are checked
+        support_images, support_labels, query_images = (
+            tf.identity(t) for t in (support_images, support_labels, query_images))
+    query_y = tf.zeros(tf.shape(query_images)[:1], tf.int32)  # unread by query_logits
     episode = Episode(support_images, support_labels, query_images, query_y)
     logits = learner.query_logits(episode, training=False)
     return {"logits": logits,
