@@ -93,9 +93,6 @@ def resolve_flags():
     FLAGS.model_dir = FLAGS.model_dir or os.path.join("runs", FLAGS.algo)
     if FLAGS.export_dir is None:
         FLAGS.export_dir = os.path.join("saved_models", FLAGS.algo)
-    if "first_order" in accepted and FLAGS.ways > FLAGS.train_ways:  # MAML family: fixed head
-        raise ValueError(f"--ways={FLAGS.ways} exceeds the {FLAGS.train_ways}-way head "
-                         "trained with --train_ways")
     return {name: FLAGS[name].value for name in HYPER if name in accepted}
 
 
@@ -148,6 +145,9 @@ def prepare():
         FLAGS.algo, input_shape, ways=1 if regression else FLAGS.train_ways,
         backbone=backbones.sinusoid_mlp() if regression else None,
         regression=regression, **hyper)
+    if learner.max_ways and FLAGS.ways > learner.max_ways:  # MAML, Reptile: a fixed head
+        raise ValueError(f"--ways={FLAGS.ways} exceeds the {learner.max_ways}-way head "
+                         "trained with --train_ways")
     return learner, hyper, train, val, test, input_shape
 
 

@@ -65,6 +65,7 @@ BAD_FLAGS = [
     (["unexpected"], "unexpected arguments"),
     (["--inner_lr=0.1"], "--inner_lr does not apply to --algo=protonet"),
     (["--algo=maml", "--ways=5", "--train_ways=3"], "--ways=5 exceeds the 3-way head"),
+    (["--algo=reptile", "--ways=5", "--train_ways=3"], "--ways=5 exceeds the 3-way head"),
     (["--algo=protonet", "--dataset=sinusoid"], "--dataset=sinusoid supports --algo in"),
     (["--algo=maml", "--inner_lr=0"], "--inner_lr must be positive"),
 ]

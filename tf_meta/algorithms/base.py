@@ -22,14 +22,16 @@ class MetaLearner(keras.Model):
       train_step      meta_gradients -> optimizer.apply -> loss/accuracy trackers
       test_step       batch_logits(training=False), no update
       predict_step    query logits [B, Q, ways]
+      meta_optimizer  the outer optimizer: Adam with a staircase decay
 
     How the algorithms plug in, with no change to this class:
       ProtoNet     query_logits = -squared distance to class means (batch_logits vectorised).
       RelationNet  query_logits = relation scores; query_loss = MSE against one-hot.
       MAML/FOMAML  query_logits adapts fast weights on the support set with an inner
                    GradientTape loop and `backbone.stateless_call`, then scores the
-                   queries; the outer tape in meta_gradients differentiates through it
-                   (second order unless `first_order`, a constructor argument).
+                   queries; the outer tape differentiates through it (second order
+                   unless `first_order`, a constructor argument). meta_gradients is
+                   overridden only to take one task's gradient at a time (memory).
       Reptile      overrides meta_gradients to return θ − mean(φ_task), so the optimizer
                    step SGD(ε) is θ ← θ + ε(φ − θ); query_logits adapts as MAML does.
       MANN/SNAIL   query_logits runs the sequence model over the support items with their
@@ -58,6 +60,11 @@ class MetaLearner(keras.Model):
     def default_backbone(input_shape, ways):
         """The backbone `build_learner` gives this algorithm: an embedding by default."""
         return backbones.embedding_for(input_shape)
+
+    @property
+    def max_ways(self):
+        """The most classes an episode may have; None when any number works (metric learners)."""
+        return None
 
     def call(self, x, training=False):
         """Backbone forward: [batch, *input_shape] -> backbone output."""

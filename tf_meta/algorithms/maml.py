@@ -101,10 +101,15 @@ class MAML(MetaLearner):
     def _bn_training(self, training):
         return training or self.transductive
 
+    @property
+    def max_ways(self):
+        """The size of the output head."""
+        return None if self.regression else self.backbone.output_shape[-1]
+
     def _ways(self, support_y):
         if self.regression:
             return None
-        ways, outputs = num_ways(support_y), self.backbone.output_shape[-1]
+        ways, outputs = num_ways(support_y), self.max_ways
         with tf.control_dependencies([tf.debugging.assert_less_equal(
                 ways, outputs, message=f"more classes than the {outputs} outputs of the head")]):
             return tf.identity(ways)
