@@ -199,18 +199,19 @@ def main(argv):
                                      metadata={"algo": FLAGS.algo, "test": result})
         print(f"exported SavedModel to {path}")
     if FLAGS.export_adapted:
-        support = adapted_support(test)
+        support = adapted_support(test, input_shape)
         path = export.export_adapted(learner, *support, FLAGS.export_dir + "_adapted",
                                      metadata={"algo": FLAGS.algo, "support": FLAGS.export_adapted})
         print(f"exported the adapted learner to {path}")
 
 
-def adapted_support(test):
+def adapted_support(test, input_shape):
     """(support images, labels) for --export_adapted: a class-folder tree or 'test_episode'."""
     if FLAGS.export_adapted == "test_episode":
         episode = next(iter(test))
         return episode.support_x[0], episode.support_y[0]
-    source = data.folder(FLAGS.export_adapted, image_size=28)
+    source = data.folder(FLAGS.export_adapted, image_size=input_shape[0],
+                         channels=input_shape[-1])
     images = [source.examples[c, i] for c in range(source.num_classes)
               for i in range(source.counts[c])]
     labels = [c for c in range(source.num_classes) for _ in range(source.counts[c])]

@@ -121,3 +121,20 @@ def test_sinusoid_maml_trains_evaluates_and_exports_predictions(tmp_path):
     assert result["test_inner_steps"] == 10 and result["inner_lr"] == 0.01  # the paper's
     assert (tmp_path / "maml" / "1" / "saved_model.pb").is_file()
     assert (tmp_path / "maml_adapted" / "1" / "saved_model.pb").is_file()
+
+
+def test_export_adapted_from_a_folder_of_support_images(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+    for c in range(3):
+        os.makedirs(tmp_path / "support" / f"class{c}")
+        for i in range(2):
+            pixels = np.full((28, 28, 1), 40 * c + 10 * i, np.uint8)
+            tf.io.write_file(str(tmp_path / "support" / f"class{c}" / f"{i}.png"),
+                             tf.io.encode_png(pixels))
+    done = run_train(TINY + ["--algo=maml", f"--export_adapted={tmp_path / 'support'}",
+                             f"--model_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'm'}"],
+                     tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((tmp_path / "m_adapted" / "1" / "assets.extra" / "tf_meta.json").read_text())
+    assert meta["support"] == str(tmp_path / "support")
