@@ -33,7 +33,3 @@ def num_ways(support_y):
     """
     return tf.cast(tf.reduce_max(support_y), tf.int32) + 1
 
-
-def onehot_support_labels(episode, ways):
-    """[..., S, ways] float32 one-hot of the support labels."""
-    return tf.one_hot(episode.support_y, ways, dtype=tf.float32)

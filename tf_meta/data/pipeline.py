@@ -5,11 +5,16 @@ import tensorflow as tf
 from tf_meta.data.sampling import sample_episode
 
 
-def check_episode_spec(source, ways, shots, query_shots, split="source"):
-    """Raises ValueError if `source` cannot supply N-way K-shot episodes with these sizes."""
-    for name, value in (("ways", ways), ("shots", shots), ("query_shots", query_shots)):
+def check_positive(**sizes):
+    """Raises ValueError naming the first episode size below 1."""
+    for name, value in sizes.items():
         if value < 1:
             raise ValueError(f"{name} must be positive, got {value}")
+
+
+def check_episode_spec(source, ways, shots, query_shots, split="source"):
+    """Raises ValueError if `source` cannot supply N-way K-shot episodes with these sizes."""
+    check_positive(ways=ways, shots=shots, query_shots=query_shots)
     if ways > source.num_classes:
         raise ValueError(f"ways={ways} exceeds the {source.num_classes} classes of the "
                          f"{split} split")

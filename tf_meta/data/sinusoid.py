@@ -4,7 +4,7 @@ import math
 
 import tensorflow as tf
 
-from tf_meta.data.pipeline import episode_stream
+from tf_meta.data.pipeline import check_positive, episode_stream
 from tf_meta.episode import Episode
 
 AMPLITUDE = (0.1, 5.0)
@@ -32,8 +32,6 @@ def sample_sinusoid_episode(seed, shots, query_shots):
 
 def make_sinusoid_dataset(shots, query_shots, meta_batch_size, seed, num_episodes=None):
     """A tf.data stream of meta-batches of sinusoid Episodes (see episode_stream)."""
-    for name, value in (("shots", shots), ("query_shots", query_shots)):
-        if value < 1:
-            raise ValueError(f"{name} must be positive, got {value}")
+    check_positive(shots=shots, query_shots=query_shots)
     return episode_stream(lambda s: sample_sinusoid_episode(s, shots, query_shots),
                           meta_batch_size, seed, num_episodes)

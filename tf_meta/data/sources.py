@@ -100,7 +100,7 @@ def _to_characters(dataset, image_size):
     def shrink(example):
         gray = 255.0 - tf.cast(example["image"][..., :1], tf.float32)
         small = tf.image.resize(gray, [image_size, image_size], method="area")
-        return tf.cast(tf.round(tf.clip_by_value(small, 0.0, 255.0)), tf.uint8), example["label"]
+        return _to_uint8(small), example["label"]
 
     images, labels = [], []
     for small, label in dataset.map(shrink, num_parallel_calls=tf.data.AUTOTUNE).batch(2048):
@@ -177,7 +177,12 @@ def _read_image(file, image_size, channels, invert):
     image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], method="area")
     if invert:
         image = 255.0 - image
-    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8).numpy()
+    return _to_uint8(image).numpy()
+
+
+def _to_uint8(pixels):
+    """float pixels (any range) -> uint8, rounded and clipped to [0, 255]."""
+    return tf.cast(tf.round(tf.clip_by_value(pixels, 0.0, 255.0)), tf.uint8)
 
 
 def folder_splits(path, fractions=(0.7, 0.15, 0.15), seed=0, **image_args):
