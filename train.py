@@ -41,11 +41,14 @@ for name, help_text in [
         ("meta_batch_size", "episodes per meta-update"),
         ("steps", "meta-updates to train"),
         ("lr_decay_every", "multiply the meta learning rate by --lr_decay_rate this often"),
-        ("inner_steps", "inner-loop steps in training (MAML, Reptile)"),
-        ("test_inner_steps", "inner-loop steps at test and in the served model (MAML, Reptile)"),
         ("inner_batch_size", "support examples per Reptile inner step in training"),
         ("test_inner_batch_size", "support examples per Reptile inner step at test")]:
     flags.DEFINE_integer(name, None, f"{help_text} {PROTOCOL}", lower_bound=1)
+for name, help_text in [
+        ("inner_steps", "inner-loop steps in training (MAML, Reptile); MAML with 0 trains the "
+         "pretrained-on-all-tasks baseline"),
+        ("test_inner_steps", "inner-loop steps at test and in the served model (MAML, Reptile)")]:
+    flags.DEFINE_integer(name, None, f"{help_text} {PROTOCOL}", lower_bound=0)
 for name, help_text in [("meta_lr", "outer learning rate (Reptile: ε, annealed to 0)"),
                         ("lr_decay_rate", "learning-rate multiplier every --lr_decay_every"),
                         ("inner_lr", "inner-loop learning rate (MAML, Reptile)")]:

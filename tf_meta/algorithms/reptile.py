@@ -32,6 +32,9 @@ class Reptile(MAML):
         super().__init__(backbone, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_steps=test_inner_steps, first_order=True,
                          transductive=transductive, **kwargs)
+        if inner_steps < 1 or inner_batch_size < 1 or test_inner_batch_size < 1:
+            raise ValueError("Reptile needs inner_steps, inner_batch_size and "
+                             "test_inner_batch_size >= 1 (with 0 inner steps θ never moves)")
         self.inner_batch_size = inner_batch_size
         self.test_inner_batch_size = test_inner_batch_size
 
