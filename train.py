@@ -56,7 +56,8 @@ for name, help_text in [("meta_lr", "outer learning rate (Reptile: ε, annealed 
     flags.register_validator(name, lambda v: v is None or v > 0,
                              message=f"--{name} must be positive")
 flags.DEFINE_bool("transductive", True, "BatchNorm statistics from the whole query batch at "
-                  "test (MAML, Reptile); --notransductive: see each algorithm's docstring")
+                  "test (MAML, Reptile, RelationNet); --notransductive: see each algorithm's "
+                  "docstring")
 flags.DEFINE_integer("eval_every", 500, "steps between validation runs and checkpoints",
                      lower_bound=1)
 flags.DEFINE_integer("val_episodes", 200, "validation episodes per validation run", lower_bound=2)
@@ -88,7 +89,8 @@ def resolve_flags():
             raise ValueError(f"--{name} does not apply to --algo={FLAGS.algo}")
     if FLAGS.dataset == "sinusoid" and FLAGS.algo not in protocols.SINUSOID:
         raise ValueError(f"--dataset=sinusoid supports --algo in {sorted(protocols.SINUSOID)}")
-    for name, value in protocols.protocol(FLAGS.algo, FLAGS.dataset).items():
+    for name, value in protocols.protocol(FLAGS.algo, FLAGS.dataset, FLAGS.train_ways or FLAGS.ways,
+                                          FLAGS.train_shots or FLAGS.shots).items():
         if FLAGS[name].value is None and (name not in HYPER or name in accepted):
             FLAGS[name].value = value
     FLAGS.train_ways = FLAGS.train_ways or FLAGS.ways

@@ -37,7 +37,7 @@ def trained(algo):
     return learner
 
 
-@pytest.fixture(scope="module", params=["protonet"] + ADAPTIVE)
+@pytest.fixture(scope="module", params=["protonet", "relationnet"] + ADAPTIVE)
 def learner(request):
     return trained(request.param)
 

@@ -21,13 +21,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return ops.squeeze(mean, axis=self._reduction_axes), variance
 
 
-def conv_block(filters, pool=True, name=None):
+def conv_block(filters, pool=True, padding="same", name=None):
     """conv3x3 -> BatchNorm -> ReLU (-> maxpool 2x2): the Conv-4 building block.
 
     BatchNorm momentum 0.9 is PyTorch's default (0.1 there), which the reference
     implementations of these papers ran with; Keras's 0.99 lags far behind in short runs.
     """
-    layers = [keras.layers.Conv2D(filters, 3, padding="same"),
+    layers = [keras.layers.Conv2D(filters, 3, padding=padding),
               BatchNormalization(momentum=0.9),
               keras.layers.ReLU()]
     if pool:
@@ -50,6 +50,80 @@ def conv4(input_shape, filters=64, name="conv4"):
         [keras.Input(input_shape), keras.layers.Rescaling(1.0 / 255)]
         + [conv_block(filters, name=f"block{i}") for i in range(4)]
         + [keras.layers.Flatten()], name=name)
+
+
+def relation_embedding(input_shape, filters=64, name="relation_embedding"):
+    """Relation Networks' embedding: 4 conv blocks, max-pool after the first two only.
+
+    As the reference code (floodsung/LearningToCompare_FSL): the first two convolutions are
+    unpadded, the last two padded, so 28x28 Omniglot gives 5x5 maps (84x84 gives 19x19).
+
+    Returns:
+      keras.Sequential: [batch, H, W, C] pixels -> [batch, h, w, filters] feature maps.
+    """
+    return keras.Sequential(
+        [keras.Input(input_shape), keras.layers.Rescaling(1.0 / 255),
+         conv_block(filters, padding="valid", name="block0"),
+         conv_block(filters, padding="valid", name="block1"),
+         conv_block(filters, pool=False, name="block2"),
+         conv_block(filters, pool=False, name="block3")], name=name)
+
+
+class RelationModule(keras.Model):
+    """Relation Networks' g over every (class, query) pair: relation scores in [0, 1].
+
+    The paper's g on one pair: the channel concatenation [class map, query map] [h, w, 2c]
+    -> 2 conv blocks (conv3x3, BN, ReLU, max-pool) -> FC(hidden) ReLU -> FC(1) sigmoid.
+    For feature vectors [d] (non-image embeddings) the concatenation [2d] goes straight to
+    the FC layers.
+
+    The first layer is linear, so on a concatenation it equals the sum of its two halves:
+    conv([a, b]) = conv_a(a) + conv_b(b), with conv_a/conv_b the kernel's class/query input
+    channels. Computing each class's half once and each query's half once, then adding
+    them per pair, gives the same function with the same weights (one [3, 3, 2c, filters]
+    kernel) for N + Q instead of N * Q first-layer convolutions.
+
+    Call: (class_features [B, N, *F], query_features [B, Q, *F]) -> scores [B, Q, N].
+    """
+
+    def __init__(self, feature_shape, filters=64, hidden=8, name="relation_module", **kwargs):
+        super().__init__(name=name, **kwargs)
+        *spatial, channels = feature_shape
+        self.feature_shape = tuple(feature_shape)
+        if spatial:
+            self.pair_layer = keras.layers.Conv2D(filters, 3, padding="same", name="conv0")
+            self.body = keras.Sequential(
+                [keras.Input((*spatial, filters)), BatchNormalization(momentum=0.9),
+                 keras.layers.ReLU(), keras.layers.MaxPooling2D(2),
+                 conv_block(filters, name="block1"),
+                 keras.layers.Flatten(), keras.layers.Dense(hidden, activation="relu"),
+                 keras.layers.Dense(1, activation="sigmoid")], name="body")
+        else:
+            self.pair_layer = keras.layers.Dense(hidden, name="dense0")
+            self.body = keras.Sequential(
+                [keras.Input((hidden,)), keras.layers.ReLU(),
+                 keras.layers.Dense(1, activation="sigmoid")], name="body")
+        self.pair_layer.build((None, *spatial, 2 * channels))
+        self.built = True  # every sublayer is built with its shape above
+
+    def call(self, class_features, query_features, training=False):
+        batch, ways, queries = (ops.shape(class_features)[0], ops.shape(class_features)[1],
+                                ops.shape(query_features)[1])
+        channels = self.feature_shape[-1]
+        kernel, bias = self.pair_layer.kernel, self.pair_layer.bias
+        halves = []
+        for features, part in ((class_features, kernel[..., :channels, :]),
+                               (query_features, kernel[..., channels:, :])):
+            flat = ops.reshape(features, (-1, *self.feature_shape))
+            if len(self.feature_shape) == 3:
+                out = ops.conv(flat, part, padding="same")
+            else:
+                out = ops.matmul(flat, part)
+            halves.append(ops.reshape(out, (batch, -1, *out.shape[1:])))
+        class_half, query_half = halves  # [B, N, *G], [B, Q, *G]
+        pairs = class_half[:, None] + query_half[:, :, None] + bias  # [B, Q, N, *G]
+        scores = self.body(ops.reshape(pairs, (-1, *pairs.shape[3:])), training=training)
+        return ops.reshape(scores, (batch, queries, ways))
 
 
 def mlp(input_shape, units=(64, 64), name="mlp"):

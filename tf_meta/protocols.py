@@ -20,7 +20,14 @@ OMNIGLOT = {
     "reptile": dict(train_shots=10, train_query_shots=1, meta_batch_size=5, meta_lr=1.0,
                     inner_lr=1e-3, inner_steps=5, inner_batch_size=10, test_inner_steps=50,
                     test_inner_batch_size=5, steps=10000),
+    # Sung et al. 2018 / LearningToCompare_FSL: one episode per step, Adam 1e-3 halved every
+    # 100,000 episodes (reference: 1,000,000 episodes); queries per class by task below.
+    "relationnet": dict(meta_batch_size=1, meta_lr=1e-3, lr_decay_every=100000,
+                        lr_decay_rate=0.5, steps=10000),
 }
+
+# Relation Networks' training queries per class for (train ways, train shots).
+RELATIONNET_QUERIES = {(5, 1): 19, (5, 5): 15, (20, 1): 10, (20, 5): 5}
 
 _MAML_SINUSOID = dict(  # Finn et al. 2017 §5.1: K = 10, meta-batch 25, α = 0.01; 70,000 steps
     shots=5, query_shots=100, train_shots=10, train_query_shots=10, meta_batch_size=25,
@@ -33,7 +40,15 @@ COMMON = dict(ways=5, shots=1, query_shots=15, train_query_shots=5, meta_batch_s
               meta_lr=1e-3, lr_decay_every=2000, lr_decay_rate=0.5, steps=10000)
 
 
-def protocol(algo, dataset):
-    """The hyperparameters for `algo` on `dataset`, falling back to COMMON."""
+def protocol(algo, dataset, train_ways=None, train_shots=None):
+    """The hyperparameters for `algo` on `dataset`, falling back to COMMON.
+
+    `train_ways`/`train_shots` (default: COMMON's ways/shots) pick protocols that depend on
+    the task, as Relation Networks' training queries per class.
+    """
     table = SINUSOID if dataset == "sinusoid" else OMNIGLOT
-    return {**COMMON, **table.get(algo, {})}
+    result = {**COMMON, **table.get(algo, {})}
+    task = (train_ways or result["ways"], train_shots or result["shots"])
+    if algo == "relationnet" and task in RELATIONNET_QUERIES:
+        result["train_query_shots"] = RELATIONNET_QUERIES[task]
+    return result

@@ -5,6 +5,7 @@ import functools
 from tf_meta.algorithms.base import MetaLearner
 from tf_meta.algorithms.maml import MAML
 from tf_meta.algorithms.protonet import ProtoNet
+from tf_meta.algorithms.relation import RelationNet
 from tf_meta.algorithms.reptile import Reptile
 
 ALGORITHMS = {
@@ -12,6 +13,7 @@ ALGORITHMS = {
     "maml": MAML,
     "fomaml": functools.partial(MAML, first_order=True),
     "reptile": Reptile,
+    "relationnet": RelationNet,
 }
 
 
@@ -36,4 +38,5 @@ def build_learner(algo, input_shape, ways=None, backbone=None, **kwargs):
     return learner
 
 
-__all__ = ["ALGORITHMS", "MAML", "MetaLearner", "ProtoNet", "Reptile", "build_learner"]
+__all__ = ["ALGORITHMS", "MAML", "MetaLearner", "ProtoNet", "RelationNet", "Reptile",
+           "build_learner"]

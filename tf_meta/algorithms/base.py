@@ -130,3 +130,15 @@ class MetaLearner(keras.Model):
         if self.accuracy_tracker is not None:
             self.accuracy_tracker.update_state(query_y, logits)
         return {m.name: m.result() for m in self.metrics}
+
+
+class BatchedLearner(MetaLearner):
+    """A learner vectorised over the meta-batch: it implements `batch_logits` itself, and
+    `query_logits` of one episode is the batch of one (ProtoNet, RelationNet)."""
+
+    def batch_logits(self, episodes, training):
+        raise NotImplementedError
+
+    def query_logits(self, episode, training):
+        batched = Episode(*(tf.expand_dims(t, 0) for t in episode))
+        return self.batch_logits(batched, training)[0]

@@ -2,8 +2,8 @@
 
 import tensorflow as tf
 
-from tf_meta.algorithms.base import MetaLearner
-from tf_meta.episode import Episode, num_ways
+from tf_meta.algorithms.base import BatchedLearner
+from tf_meta.episode import num_ways
 
 
 def class_means(support_emb, support_y, ways):
@@ -27,7 +27,7 @@ def squared_euclidean(query_emb, prototypes):
     return tf.reduce_sum(tf.square(diff), axis=-1)
 
 
-class ProtoNet(MetaLearner):
+class ProtoNet(BatchedLearner):
     """Prototypical Networks: logits are negative squared distances to class means.
 
     `batch_logits` embeds the support and query images of the whole meta-batch in one
@@ -52,7 +52,3 @@ class ProtoNet(MetaLearner):
         query_emb = tf.reshape(emb[n_support:], [batch, queries, -1])
         prototypes = class_means(support_emb, episodes.support_y, num_ways(episodes.support_y))
         return -squared_euclidean(query_emb, prototypes)
-
-    def query_logits(self, episode, training):
-        batched = Episode(*(tf.expand_dims(t, 0) for t in episode))
-        return self.batch_logits(batched, training)[0]

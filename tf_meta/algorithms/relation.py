@@ -1,0 +1,99 @@
+"""Relation Networks (Sung, Yang, Zhang, Xiang, Torr & Hospedales, CVPR 2018)."""
+
+import tensorflow as tf
+
+from tf_meta import backbones
+from tf_meta.algorithms.base import BatchedLearner
+from tf_meta.episode import num_ways
+
+
+def class_features(support_features, support_y, ways):
+    """Per-class feature maps: the SUM of each class's support feature maps (the paper's, K > 1).
+
+    Args:
+      support_features: [B, S, *F] float32 (F = [h, w, c] maps or [d] vectors).
+      support_y: [B, S] int, labels in [0, ways).
+      ways: scalar int.
+    Returns:
+      [B, ways, *F] float32.
+    """
+    batch, shots = tf.shape(support_features)[0], tf.shape(support_features)[1]
+    flat = tf.reshape(support_features, [batch, shots, -1])  # [B, S, prod F]
+    onehot = tf.one_hot(support_y, ways, dtype=flat.dtype)  # [B, S, N]
+    sums = tf.einsum("bsn,bsd->bnd", onehot, flat)
+    return tf.reshape(sums, [batch, ways, *support_features.shape[2:]])
+
+
+class RelationNet(BatchedLearner):
+    """Relation Networks: a learned comparison g(f(class), f(query)) in [0, 1] per class.
+
+    f (`backbone`, `backbones.relation_embedding` on images) embeds support and query
+    images into feature maps; each class's map is the sum of its support maps; the relation
+    module g (`backbones.RelationModule`) scores each [class map, query map] channel
+    concatenation. The "logits" are these relation scores [Q, N]; the loss is the mean
+    squared error against the one-hot query labels, as the paper. The reference code clips
+    each module's gradient to global norm 0.5 (`clip_norm`); so does `meta_gradients`.
+
+    BatchNorm policy: the reference code never switches its networks to eval mode, so test
+    episodes are normalised with their own batch statistics: `transductive=True`, the
+    default (served requests too; moving statistics are then left untouched).
+    `transductive=False` uses the moving statistics at test. As in the reference, support
+    and query images are embedded in separate forward passes (separate batch statistics).
+
+    References:
+      Sung et al., "Learning to Compare: Relation Network for Few-Shot Learning", CVPR 2018;
+      floodsung/LearningToCompare_FSL (omniglot_train_one_shot.py).
+    """
+
+    def __init__(self, backbone, relation=None, transductive=True, clip_norm=0.5, **kwargs):
+        super().__init__(backbone, **kwargs)
+        self.relation = relation or backbones.RelationModule(backbone.output_shape[1:])
+        self.transductive = transductive
+        self.clip_norm = clip_norm
+
+    @staticmethod
+    def default_backbone(input_shape, ways):
+        del ways  # any number of classes
+        if len(input_shape) == 3:
+            return backbones.relation_embedding(input_shape)
+        return backbones.mlp(input_shape)
+
+    def batch_logits(self, episodes, training):
+        """Relation scores [B, Q, N] in [0, 1]."""
+        support = self._features(self.backbone, _flat(episodes.support_x), training)  # [B*S, *F]
+        query = self._features(self.backbone, _flat(episodes.query_x), training)
+        batch = tf.shape(episodes.support_x)[0]
+        support = tf.reshape(support, [batch, -1, *support.shape[1:]])
+        query = tf.reshape(query, [batch, -1, *query.shape[1:]])
+        classes = class_features(support, episodes.support_y, num_ways(episodes.support_y))
+        return self._features(self.relation, (classes, query), training)
+
+    def query_loss(self, query_y, logits):
+        """Mean squared error between relation scores [..., Q, N] and one-hot labels [..., Q]."""
+        targets = tf.one_hot(query_y, tf.shape(logits)[-1], dtype=logits.dtype)
+        return tf.reduce_mean(tf.square(logits - targets), axis=[-2, -1])
+
+    def meta_gradients(self, episodes):
+        grads, loss, logits = super().meta_gradients(episodes)
+        in_relation = {id(v) for v in self.relation.trainable_variables}
+        groups = [[i for i, v in enumerate(self.trainable_variables) if (id(v) in in_relation) == r]
+                  for r in (False, True)]  # [embedding indices, relation-module indices]
+        for group in groups:
+            clipped, _ = tf.clip_by_global_norm([grads[i] for i in group], self.clip_norm)
+            for i, g in zip(group, clipped):
+                grads[i] = g
+        return grads, loss, logits
+
+    def _features(self, model, inputs, training):
+        """model(*inputs), BatchNorm per the policy above; moving statistics kept at test."""
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+        if training or not self.transductive:
+            return model(*inputs, training=training)
+        outputs, _ = model.stateless_call(model.trainable_variables,
+                                          model.non_trainable_variables, *inputs, training=True)
+        return outputs
+
+
+def _flat(x):
+    """[B, n, *shape] -> [B * n, *shape] (static trailing shape)."""
+    return tf.reshape(x, [-1, *x.shape[2:]])
