@@ -20,9 +20,11 @@ from absl import app, flags  # noqa: E402
 import tf_meta  # noqa: E402
 from tf_meta import data  # noqa: E402
 
-# ways, shots, query_shots, inner_steps, meta_batch_size: the peer's DEFAULTS table.
+# ways, shots, query_shots, inner_steps, meta_batch_size: the peer's DEFAULTS table, and
+# RelationNet's 5-way 1-shot training episode (19 queries per class; the peer has none).
 PEER_CONFIGS = {"maml": (5, 1, 15, 1, 32), "fomaml": (5, 1, 15, 1, 32),
-                "protonet": (60, 5, 5, 0, 1), "reptile": (5, 5, 1, 5, 5)}
+                "protonet": (60, 5, 5, 0, 1), "reptile": (5, 5, 1, 5, 5),
+                "relationnet": (5, 1, 19, 0, 1)}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "maml", sorted(PEER_CONFIGS), "algorithm to time")
