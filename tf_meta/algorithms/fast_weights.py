@@ -10,7 +10,17 @@ Caveats: `stateless_call` needs a built model; the lists must match the variable
 To adapt a subset only (ANIL: the head), pass the original variables at the other positions.
 """
 
+from typing import NamedTuple
+
 import tensorflow as tf
+
+
+class AdamState(NamedTuple):
+    """Adam's state: first and second moments (lists parallel to the weights), step count."""
+
+    m: list
+    v: list
+    step: tf.Tensor
 
 
 def forward(model, fast, x, training):
@@ -52,13 +62,13 @@ def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, training=True)
     return fast
 
 
-def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, beta1=0.0, beta2=0.999,
-               epsilon=1e-8, training=True):
+def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, state=None, beta1=0.0,
+               beta2=0.999, epsilon=1e-8, training=True):
     """Fast weights after `steps` Adam steps on random mini-batches of (x, y), no gradient to θ.
 
     Reptile's inner loop (supervised-reptile used Adam with beta1 = 0). Each step draws
     `batch_size` examples without replacement from a stateless shuffle of the support set
-    (cycling through it), so the loop is a pure function of `seed`. Runs as a
+    (cycling through it), so the loop is a pure function of `seed` and `state`. Runs as a
     tf.while_loop, so 50 test-time steps cost one step's graph.
 
     Args:
@@ -66,9 +76,12 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, beta1=0.0, bet
       steps: python int or scalar tensor.
       batch_size: python int, examples per inner step (capped at S).
       seed: [2] int stateless seed.
+      state: AdamState to start from (moments and the step count of the bias correction);
+        None starts a fresh Adam (zeros, step 0).
 
     Returns:
-      list of tensors parallel to model.trainable_variables (constants to any outer tape).
+      (fast weights: list of tensors parallel to model.trainable_variables, constants to
+      any outer tape; the AdamState after these steps).
     """
     theta = [tf.stop_gradient(tf.convert_to_tensor(v)) for v in model.trainable_variables]
     size = tf.shape(x)[0]
@@ -80,6 +93,10 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, beta1=0.0, bet
         lambda s: tf.random.experimental.stateless_shuffle(tf.range(size), s), seeds,
         fn_output_signature=tf.int32), [-1])
 
+    if state is None:
+        state = AdamState([tf.zeros_like(w) for w in theta], [tf.zeros_like(w) for w in theta],
+                          tf.constant(0.0))
+
     def step(t, fast, m, v):
         ids = order[t * batch:(t + 1) * batch]
         with tf.GradientTape() as tape:
@@ -89,12 +106,11 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, beta1=0.0, bet
         grads = tape.gradient(loss, fast)
         m = [beta1 * a + (1 - beta1) * g for a, g in zip(m, grads)]
         v = [beta2 * a + (1 - beta2) * tf.square(g) for a, g in zip(v, grads)]
-        t1 = tf.cast(t + 1, tf.float32)
+        t1 = state.step + tf.cast(t + 1, tf.float32)  # the bias correction's step count
         scale = lr * tf.sqrt(1 - beta2 ** t1) / (1 - beta1 ** t1)
         fast = [w - scale * a / (tf.sqrt(b) + epsilon) for w, a, b in zip(fast, m, v)]
         return t + 1, fast, m, v
 
-    zeros = [tf.zeros_like(w) for w in theta]
-    _, fast, _, _ = tf.while_loop(lambda t, *_: t < steps, step,
-                                  (tf.constant(0), theta, zeros, list(zeros)))
-    return fast
+    _, fast, m, v = tf.while_loop(lambda t, *_: t < steps, step,
+                                  (tf.constant(0), theta, list(state.m), list(state.v)))
+    return fast, AdamState(m, v, state.step + tf.cast(steps, tf.float32))

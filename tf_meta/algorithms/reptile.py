@@ -18,6 +18,17 @@ class Reptile(MAML):
     tf.while_loop with no gradient to θ (`fast_weights.adam_adapt`). Query examples of
     training episodes are only scored, for the loss/accuracy metrics.
 
+    Inner Adam state: as the reference code (whose Adam slots are not part of the model
+    state it resets between tasks), Adam's moments and step count carry over from task to
+    task in training: the tasks of a meta-batch adapt one after another, each starting from
+    the state the previous one left, saved in the learner's `inner_state` variables (and
+    its checkpoints and exports). The paper's author: "Reptile benefits from the Adam
+    second moment estimate" (openai/supervised-reptile#28); with a fresh Adam per task
+    (sign-like first steps) a budget run here stalled near 77% (docs/RESULTS.md).
+    At test and in the served model every task starts from the saved state and leaves it
+    unchanged (the reference kept updating it during evaluation, so its test accuracy
+    depended on the order of test tasks).
+
     BatchNorm always uses batch statistics, as in the reference code. `transductive=True`
     classifies all queries of an episode in one batch; `transductive=False` classifies each
     query in a batch made of the support set plus that query alone, so no query sees another.
@@ -38,22 +49,34 @@ class Reptile(MAML):
         self.inner_batch_size = inner_batch_size
         self.test_inner_batch_size = test_inner_batch_size
 
+        def zeros(name, shape=()):
+            return self.add_weight(shape=shape, initializer="zeros", trainable=False, name=name)
+
+        weights = self.backbone.trainable_variables
+        self.inner_state = fast_weights.AdamState(
+            [zeros(f"inner_adam_m{i}", w.shape) for i, w in enumerate(weights)],
+            [zeros(f"inner_adam_v{i}", w.shape) for i, w in enumerate(weights)],
+            zeros("inner_adam_step"))
+
     def adapt(self, support_x, support_y, training, seed=(0, 0)):
-        """φ for one support set (Adam on mini-batches): list parallel to trainable_variables."""
+        """φ for one support set from the saved inner Adam state: list parallel to θ."""
+        return self._adapt(support_x, support_y, training, seed, self._saved_state())[0]
+
+    def _adapt(self, support_x, support_y, training, seed, state):
+        """(φ, inner AdamState after adapting) for one support set, starting from `state`."""
         ways = self._ways(support_y)
         return fast_weights.adam_adapt(
             self.backbone, lambda y, out: self.query_loss(y, self._head(out, ways)),
             support_x, support_y, self.inner_steps if training else self.test_inner_steps,
             self.inner_lr, self.inner_batch_size if training else self.test_inner_batch_size,
-            tf.cast(seed, tf.int32))
+            tf.cast(seed, tf.int32), state=state)
+
+    def _saved_state(self):
+        return tf.nest.map_structure(tf.convert_to_tensor, self.inner_state)
 
     def query_logits(self, episode, training):
-        return self._adapt_and_score(episode, training, seed=(0, 0))[0]
-
-    def _adapt_and_score(self, episode, training, seed):
-        """(query logits [Q, ways], φ) for one episode."""
-        fast = self.adapt(episode.support_x, episode.support_y, training, seed)
-        return self.score(fast, episode, training), fast
+        fast = self.adapt(episode.support_x, episode.support_y, training)
+        return self.score(fast, episode, training)
 
     def score(self, fast, episode, training):
         """Query logits [Q, ways] with weights `fast`, BatchNorm on batch statistics."""
@@ -77,26 +100,42 @@ class Reptile(MAML):
 
     def meta_gradients(self, episodes):
         """(θ − mean φ over the meta-batch, mean query loss, query logits [B, Q, ways])."""
-        logits, fasts = self._map_tasks(episodes, training=True)
+        logits, fasts, state = self._map_tasks(episodes, training=True)
+        for variable, value in zip(tf.nest.flatten(self.inner_state), tf.nest.flatten(state)):
+            variable.assign(value)
         theta = self.trainable_variables
         grads = [v - tf.reduce_mean(phi, axis=0) for v, phi in zip(theta, fasts)]
         loss = tf.reduce_mean(self.query_loss(episodes.query_y, logits), axis=0)
         return grads, loss, logits
 
     def _map_tasks(self, episodes, training):
-        """Per task: (query logits, φ), stacked over the meta-batch."""
+        """(query logits [B, Q, ways], φ stacked over tasks, inner AdamState at the end).
+
+        Training: tasks one after another, each continuing the previous task's inner Adam
+        state. Test: every task starts from the saved state (order-independent).
+        """
         # Inner mini-batches are seeded by (meta-step, task index): reproducible runs.
         step = self.optimizer.iterations if training and self.optimizer is not None else 0
         step = tf.cast(step, tf.int32)
-        index = tf.range(tf.shape(episodes.support_y)[0])
+        saved = self._saved_state()
 
-        def task(args):
-            episode, i = args
-            return self._adapt_and_score(Episode(*episode), training, tf.stack([step, i]))
+        def task(i, state, logits, fasts):
+            episode = Episode(*(t[i] for t in episodes))
+            fast, after = self._adapt(episode.support_x, episode.support_y, training,
+                                      tf.stack([step, i]), state)
+            return (i + 1, after if training else state,
+                    logits.write(i, self.score(fast, episode, training)),
+                    [ta.write(i, w) for ta, w in zip(fasts, fast)])
 
-        specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.trainable_variables]
-        return tf.map_fn(task, (tuple(episodes), index),
-                         fn_output_signature=(tf.TensorSpec([None, None], tf.float32), specs))
+        _, state, logits, fasts = tf.while_loop(
+            lambda i, *_: i < tf.shape(episodes.support_y)[0], task,
+            (tf.constant(0), saved,
+             tf.TensorArray(tf.float32, size=0, dynamic_size=True,
+                            element_shape=tf.TensorShape([None, None])),
+             [tf.TensorArray(v.dtype, size=0, dynamic_size=True, element_shape=v.shape)
+              for v in self.trainable_variables]),
+            parallel_iterations=1 if training else 10)
+        return logits.stack(), [ta.stack() for ta in fasts], state
 
     def meta_optimizer(self, meta_lr, steps, decay_every, decay_rate):
         """SGD(ε) with ε annealed linearly from `meta_lr` to 0 over `steps` (the paper's)."""
