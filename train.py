@@ -8,6 +8,7 @@ unset take the algorithm's published protocol (tf_meta/protocols.py).
   python train.py --flagfile=runs/protonet/flags.txt --ways=20 --eval_only
 """
 
+import functools
 import inspect
 import json
 import os
@@ -20,6 +21,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import tf_meta  # noqa: E402
 from tf_meta import backbones, data, evaluation, export, protocols  # noqa: E402
+from tf_meta.algorithms import mann  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "protonet", sorted(tf_meta.ALGORITHMS), "meta-learning algorithm")
@@ -55,6 +57,17 @@ for name, help_text in [("meta_lr", "outer learning rate (Reptile: ε, annealed 
     flags.DEFINE_float(name, None, f"{help_text} {PROTOCOL}")
     flags.register_validator(name, lambda v: v is None or v > 0,
                              message=f"--{name} must be positive")
+for name, help_text, low in [
+        ("controller_units", "MANN: LSTM controller units", 1),
+        ("memory_slots", "MANN: memory rows", 1),
+        ("memory_width", "MANN: width of a memory row", 1),
+        ("read_heads", "MANN: read heads (each also writes)", 1),
+        ("sequence_length", "SNAIL: sequence length T its TC blocks cover, ceil(log2 T) dense "
+         "blocks each; the protocol's is train_ways x train_shots + 1", 2)]:
+    flags.DEFINE_integer(name, None, f"{help_text} {PROTOCOL}", lower_bound=low)
+flags.DEFINE_float("usage_decay", None, f"MANN: memory usage decay γ {PROTOCOL}")
+flags.register_validator("usage_decay", lambda v: v is None or 0 < v <= 1,
+                         message="--usage_decay must be in (0, 1]")
 flags.DEFINE_bool("transductive", True, "BatchNorm statistics from the whole query batch at "
                   "test (MAML, Reptile, RelationNet); --notransductive: see each algorithm's "
                   "docstring")
@@ -74,7 +87,8 @@ flags.DEFINE_string("export_adapted", None, "also export the learner adapted to 
                     "to <export_dir>_adapted")
 flags.DEFINE_bool("eval_only", False, "skip training: restore model_dir's checkpoint, evaluate")
 HYPER = ("inner_lr", "inner_steps", "test_inner_steps", "inner_batch_size",
-         "test_inner_batch_size", "transductive")
+         "test_inner_batch_size", "transductive", "controller_units", "memory_slots",
+         "memory_width", "read_heads", "usage_decay", "sequence_length")
 
 
 FLAG_NAMES = [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]
@@ -101,6 +115,7 @@ def resolve_flags():
     return {name: FLAGS[name].value for name in HYPER if name in accepted}
 
 
+@functools.lru_cache(maxsize=1)  # flags are fixed for the run; MANN reads the test split again
 def load_splits():
     """dict split -> data.Source for --dataset."""
     if FLAGS.dataset == "omniglot":
@@ -187,6 +202,12 @@ def main(argv):
                         keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs"))])
     train_seconds = time.time() - start
     result = evaluation.evaluate_episodes(learner, test)
+    if FLAGS.algo == "mann":  # the paper's own score: accuracy by presentation of a class
+        try:
+            result["instance_accuracy"] = mann.instance_accuracy(
+                learner, load_splits()["test"], FLAGS.eval_episodes, FLAGS.eval_seed)
+        except ValueError as e:
+            print(f"instance accuracy skipped: {e}")
     result.update({n: FLAGS[n].value for n in ("algo", "dataset", "split", "ways", "shots",
                                                "query_shots", "steps", *HYPER)},
                   train_seconds=round(train_seconds, 1))
@@ -199,6 +220,9 @@ def main(argv):
         score = (f"accuracy {FLAGS.ways}-way {FLAGS.shots}-shot: {100 * result['accuracy']:.2f}"
                  f" ± {100 * result['ci95']:.2f}%")
     print(f"test {score} (95% CI, {result['episodes']} episodes)")
+    if "instance_accuracy" in result:
+        print("instance accuracy (5 classes x 10 samples) at presentation "
+              + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in result["instance_accuracy"].items()))
     if FLAGS.export_dir:
         path = export.export_learner(learner, FLAGS.export_dir, input_shape,
                                      metadata={"algo": FLAGS.algo, "test": result})

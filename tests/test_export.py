@@ -37,7 +37,7 @@ def trained(algo):
     return learner
 
 
-@pytest.fixture(scope="module", params=["protonet", "relationnet"] + ADAPTIVE)
+@pytest.fixture(scope="module", params=["protonet", "relationnet", "mann", "snail"] + ADAPTIVE)
 def learner(request):
     return trained(request.param)
 

@@ -146,6 +146,51 @@ def embedding_for(input_shape):
     return conv4(input_shape) if len(input_shape) == 3 else mlp(input_shape)
 
 
+class LabelledEmbedding(keras.Model):
+    """An item embedding that also fixes the label width of a sequence learner (MANN, SNAIL).
+
+    MANN and SNAIL read each item as [embedding(x), one-hot label] and answer with a head
+    over the same `ways` classes. Both widths are fixed when the learner is built, so the
+    backbone their `default_backbone(input_shape, ways)` returns carries `ways`.
+
+    Call: [batch, *input_shape] -> [batch, D], the wrapped embedding's output.
+    """
+
+    def __init__(self, embedding, ways, **kwargs):
+        super().__init__(name=kwargs.pop("name", f"{embedding.name}_{ways}way"), **kwargs)
+        if ways < 1:
+            raise ValueError(f"ways must be positive, got {ways}")
+        self.embedding = embedding
+        self.ways = int(ways)
+        self.built = embedding.built
+
+    @property
+    def units(self):
+        """D, the width of one embedded item."""
+        return self.embedding.output_shape[-1]
+
+    def call(self, x, training=False):
+        return self.embedding(x, training=training)
+
+    def embed_episodes(self, support_x, query_x, training):
+        """Support and query items of a meta-batch embedded in one pass, as ProtoNet does.
+
+        So BatchNorm uses one set of batch statistics over the meta-batch in training (and
+        the moving statistics at test, where items do not affect each other).
+
+        Args:
+          support_x: [B, S, *input_shape]; query_x: [B, Q, *input_shape].
+        Returns:
+          (support [B, S, D], query [B, Q, D]) float32.
+        """
+        batch, shots = ops.shape(support_x)[0], ops.shape(support_x)[1]
+        items = ops.concatenate([ops.reshape(support_x, (-1, *support_x.shape[2:])),
+                                 ops.reshape(query_x, (-1, *query_x.shape[2:]))], axis=0)
+        embedded = self(items, training=training)  # [B*S + B*Q, D]
+        return (ops.reshape(embedded[:batch * shots], (batch, shots, embedded.shape[-1])),
+                ops.reshape(embedded[batch * shots:], (batch, -1, embedded.shape[-1])))
+
+
 def classifier_for(input_shape, outputs):
     """embedding_for(input_shape) followed by a linear head: [batch, ...] -> [batch, outputs]."""
     embedding = embedding_for(input_shape)

@@ -24,6 +24,18 @@ OMNIGLOT = {
     # 100,000 episodes (reference: 1,000,000 episodes); queries per class by task below.
     "relationnet": dict(meta_batch_size=1, meta_lr=1e-3, lr_decay_every=100000,
                         lr_decay_rate=0.5, steps=10000),
+    # Santoro et al. 2016: controller 200, memory 128 x 40, 4 read heads, γ 0.95; episodes of
+    # 5 classes x 10 samples (here the support set, labels one step late) and meta-batches
+    # of 16 as the reference code; Adam 1e-3 is the reference code's, not checked in the
+    # paper. Paper: 100,000 episodes.
+    "mann": dict(train_shots=10, train_query_shots=1, meta_batch_size=16, meta_lr=1e-3,
+                 lr_decay_rate=1.0, controller_units=200, memory_slots=128, memory_width=40,
+                 read_heads=4, usage_decay=0.95, steps=10000),
+    # Mishra et al. 2018: one query per sequence of T = N·K + 1 (`sequence_length`, set in
+    # `protocol`); 32 episodes per batch and Adam 1e-4 are the snail-pytorch
+    # reimplementation's, not checked in the paper.
+    "snail": dict(train_query_shots=1, meta_batch_size=32, meta_lr=1e-4, lr_decay_rate=1.0,
+                  steps=10000),
 }
 
 # Relation Networks' training queries per class for (train ways, train shots).
@@ -51,4 +63,6 @@ def protocol(algo, dataset, train_ways=None, train_shots=None):
     task = (train_ways or result["ways"], train_shots or result["shots"])
     if algo == "relationnet" and task in RELATIONNET_QUERIES:
         result["train_query_shots"] = RELATIONNET_QUERIES[task]
+    if algo == "snail":  # the TC blocks cover the training sequence: N·K support + 1 query
+        result["sequence_length"] = task[0] * task[1] + 1
     return result

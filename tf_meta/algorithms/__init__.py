@@ -4,9 +4,11 @@ import functools
 
 from tf_meta.algorithms.base import MetaLearner
 from tf_meta.algorithms.maml import MAML
+from tf_meta.algorithms.mann import MANN
 from tf_meta.algorithms.protonet import ProtoNet
 from tf_meta.algorithms.relation import RelationNet
 from tf_meta.algorithms.reptile import Reptile
+from tf_meta.algorithms.snail import SNAIL
 
 ALGORITHMS = {
     "protonet": ProtoNet,
@@ -14,6 +16,8 @@ ALGORITHMS = {
     "fomaml": functools.partial(MAML, first_order=True),
     "reptile": Reptile,
     "relationnet": RelationNet,
+    "mann": MANN,
+    "snail": SNAIL,
 }
 
 
@@ -38,5 +42,5 @@ def build_learner(algo, input_shape, ways=None, backbone=None, **kwargs):
     return learner
 
 
-__all__ = ["ALGORITHMS", "MAML", "MetaLearner", "ProtoNet", "RelationNet", "Reptile",
-           "build_learner"]
+__all__ = ["ALGORITHMS", "MAML", "MANN", "MetaLearner", "ProtoNet", "RelationNet", "Reptile",
+           "SNAIL", "build_learner"]
