@@ -21,10 +21,13 @@ import tf_meta  # noqa: E402
 from tf_meta import data  # noqa: E402
 
 # ways, shots, query_shots, inner_steps, meta_batch_size: the peer's DEFAULTS table, and
-# RelationNet's 5-way 1-shot training episode (19 queries per class; the peer has none).
+# (no peer for these) the training episodes of tf_meta's protocols: RelationNet 5-way 1-shot
+# with 19 queries per class; MANN 5 classes x 10 labelled steps + 1 query each, 16 per batch;
+# SNAIL 5-way 1-shot, 1 query per class, 32 per batch.
 PEER_CONFIGS = {"maml": (5, 1, 15, 1, 32), "fomaml": (5, 1, 15, 1, 32),
                 "protonet": (60, 5, 5, 0, 1), "reptile": (5, 5, 1, 5, 5),
-                "relationnet": (5, 1, 19, 0, 1)}
+                "relationnet": (5, 1, 19, 0, 1), "mann": (5, 10, 1, 0, 16),
+                "snail": (5, 1, 1, 0, 32)}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "maml", sorted(PEER_CONFIGS), "algorithm to time")
