@@ -33,6 +33,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "maml", sorted(PEER_CONFIGS), "algorithm to time")
 flags.DEFINE_integer("inner_steps", None, "override the peer config's inner steps")
 flags.DEFINE_integer("meta_batch_size", None, "override the peer config's meta-batch")
+flags.DEFINE_integer("parallel_tasks", 1, "MAML/FOMAML: tasks whose meta-gradients run at once")
 flags.DEFINE_float("target_seconds", 20.0, "timed work after warm-up")
 flags.DEFINE_integer("warmup", 3, "untimed meta-iterations (the first one traces)")
 
@@ -47,7 +48,7 @@ def main(argv):
     pool = data.synthetic(200, 20, (28, 28, 1), noise=2.0)
     hyper = {}
     if FLAGS.algo in ("maml", "fomaml"):
-        hyper = dict(inner_lr=0.4, inner_steps=inner_steps)
+        hyper = dict(inner_lr=0.4, inner_steps=inner_steps, parallel_tasks=FLAGS.parallel_tasks)
     elif FLAGS.algo == "reptile":
         hyper = dict(inner_lr=1e-3, inner_steps=inner_steps, inner_batch_size=10)
     learner = tf_meta.build_learner(FLAGS.algo, (28, 28, 1), ways=ways, **hyper)
@@ -77,7 +78,9 @@ def main(argv):
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "trace_seconds": round(trace_seconds, 2), "ways": ways, "shots": shots,
         "queries": query_shots, "inner_steps": inner_steps, "meta_batch": meta_batch,
-        "iters": iters, "seconds": round(seconds, 2)}), flush=True)
+        "iters": iters, "seconds": round(seconds, 2),
+        **({"parallel_tasks": FLAGS.parallel_tasks} if "parallel_tasks" in hyper else {})}),
+        flush=True)
 
 
 if __name__ == "__main__":

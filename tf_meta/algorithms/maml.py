@@ -32,7 +32,7 @@ class MAML(MetaLearner):
     """
 
     def __init__(self, backbone, inner_lr=0.4, inner_steps=1, test_inner_steps=3,
-                 first_order=False, transductive=True, **kwargs):
+                 first_order=False, transductive=True, parallel_tasks=1, **kwargs):
         super().__init__(backbone, **kwargs)
         if inner_lr <= 0 or inner_steps < 0 or test_inner_steps < 0:
             raise ValueError(f"need inner_lr > 0 and inner steps >= 0, got inner_lr={inner_lr}, "
@@ -42,6 +42,7 @@ class MAML(MetaLearner):
         self.test_inner_steps = test_inner_steps
         self.first_order = first_order
         self.transductive = transductive
+        self.parallel_tasks = parallel_tasks
 
     @staticmethod
     def default_backbone(input_shape, ways):
@@ -52,9 +53,11 @@ class MAML(MetaLearner):
     def meta_gradients(self, episodes):
         """Mean meta-gradient over the meta-batch, one task at a time.
 
-        Each task's outer gradient is taken inside a tf.while_loop and summed, so only one
-        task's inner-loop activations are alive at once: memory does not grow with the
-        meta-batch, and the graph holds one task, not an unrolled meta-batch.
+        Each task's outer gradient is taken inside a tf.while_loop and summed, so only
+        `parallel_tasks` (default 1) tasks' inner-loop activations are alive at once: memory
+        does not grow with the meta-batch, and the graph holds one task, not an unrolled
+        meta-batch. More parallel tasks let the runtime overlap small kernels of several
+        tasks, at that many times the activation memory.
         """
         variables = self.trainable_variables
         batch = tf.shape(episodes.support_y)[0]
@@ -73,7 +76,7 @@ class MAML(MetaLearner):
             (tf.constant(0), [tf.zeros_like(v) for v in variables],
              tf.TensorArray(tf.float32, size=batch),
              tf.TensorArray(tf.float32, size=batch, element_shape=tf.TensorShape([None, None]))),
-            parallel_iterations=1)  # tasks one after another: peak memory of one task
+            parallel_iterations=self.parallel_tasks)
         scale = 1.0 / tf.cast(batch, tf.float32)
         return [g * scale for g in grads], tf.reduce_mean(losses.stack(), axis=0), logits.stack()
 

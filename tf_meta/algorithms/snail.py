@@ -211,9 +211,10 @@ class SNAIL(BatchedLearner):
     Omniglot stack above with its 1x1 output convolution; T = N·K + 1; support items
     labelled, the query unlabelled, loss at the query only; dilations 2, 4, ..., 2^L
     (`tc_dilations`, the pseudocode's DenseBlock(2^i), i = 1..L). Assumed or differing:
-    the embedding is tf_meta's Conv-4 (the paper's Omniglot embedding reportedly adds leaky ReLU and a
-    final 64-unit linear layer); Glorot initialisation, except the output convolution,
-    which starts at zero (uniform first predictions); the training protocol (protocols.py).
+    the embedding is tf_meta's Conv-4 (the paper's Omniglot embedding reportedly adds
+    leaky ReLU and a final 64-unit linear layer); Glorot initialisation, except the output
+    convolution, which starts at zero (uniform first predictions); the training protocol
+    (protocols.py).
 
     References:
       Mishra, Rohaninejad, Chen & Abbeel, "A Simple Neural Attentive Meta-Learner", ICLR 2018.
