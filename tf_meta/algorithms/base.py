@@ -142,3 +142,22 @@ class BatchedLearner(MetaLearner):
     def query_logits(self, episode, training):
         batched = Episode(*(tf.expand_dims(t, 0) for t in episode))
         return self.batch_logits(batched, training)[0]
+
+
+class SequenceLearner(BatchedLearner):
+    """A black-box learner reading [embedding(x), one-hot label] steps (MANN, SNAIL).
+
+    Its backbone is a `backbones.LabelledEmbedding`, which fixes the label width and the
+    size of the output head (`max_ways`) when the learner is built.
+    """
+
+    @staticmethod
+    def default_backbone(input_shape, ways):
+        if not ways:
+            raise ValueError("MANN and SNAIL need `ways`, the width of their labels and head")
+        return backbones.LabelledEmbedding(backbones.embedding_for(input_shape), ways)
+
+    @property
+    def max_ways(self):
+        """The width of the one-hot labels and of the output head."""
+        return self.backbone.ways

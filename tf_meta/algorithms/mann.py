@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_meta import backbones
-from tf_meta.algorithms.base import BatchedLearner
+from tf_meta.algorithms.base import SequenceLearner
 from tf_meta.data.pipeline import episode_stream
 from tf_meta.data.sampling import sample_episode
 from tf_meta.episode import num_ways, to_sequence
@@ -88,7 +87,7 @@ def update_usage(usage, read_weights, write_weights, decay):
             + tf.reduce_sum(write_weights, axis=1))
 
 
-class MANN(BatchedLearner):
+class MANN(SequenceLearner):
     """MANN: an LSTM controller with an external memory, least-recently-used access (LRUA).
 
     The learner reads the support set as a sequence, then answers each query as one more
@@ -150,17 +149,6 @@ class MANN(BatchedLearner):
         self.controller.build((None, backbone.units + backbone.ways + reads))
         self.interface.build((None, controller_units))
         self.head.build((None, controller_units + reads))
-
-    @staticmethod
-    def default_backbone(input_shape, ways):
-        if not ways:
-            raise ValueError("MANN and SNAIL need `ways`, the width of their labels and head")
-        return backbones.LabelledEmbedding(backbones.embedding_for(input_shape), ways)
-
-    @property
-    def max_ways(self):
-        """The width of the one-hot labels and of the output head."""
-        return self.backbone.ways
 
     def initial_state(self, batch):
         """A fresh state for `batch` episodes: (h, c, memory, usage, read weights, reads)."""

@@ -5,8 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tf_meta import backbones
-from tf_meta.algorithms.base import BatchedLearner
+from tf_meta.algorithms.base import SequenceLearner
 from tf_meta.episode import num_ways, to_sequence
 
 
@@ -185,7 +184,7 @@ class SnailNet(keras.layers.Layer):
         return self.head(queries)
 
 
-class SNAIL(BatchedLearner):
+class SNAIL(SequenceLearner):
     """SNAIL: temporal convolutions and causal attention over the labelled support set.
 
     Every item is embedded by the backbone (Conv-4 for images, as ProtoNet's; an MLP for
@@ -230,17 +229,6 @@ class SNAIL(BatchedLearner):
             raise ValueError(f"sequence_length must be >= 2, got {self.sequence_length}")
         self.net = SnailNet(backbone.ways, self.sequence_length, name="snail")
         self.net.build((None, None, backbone.units + backbone.ways))
-
-    @staticmethod
-    def default_backbone(input_shape, ways):
-        if not ways:
-            raise ValueError("MANN and SNAIL need `ways`, the width of their labels and head")
-        return backbones.LabelledEmbedding(backbones.embedding_for(input_shape), ways)
-
-    @property
-    def max_ways(self):
-        """The width of the one-hot labels and of the output head."""
-        return self.backbone.ways
 
     def batch_logits(self, episodes, training):
         support, query = self.backbone.embed_episodes(episodes.support_x, episodes.query_x,
