@@ -68,6 +68,11 @@ BAD_FLAGS = [
     (["--algo=reptile", "--ways=5", "--train_ways=3"], "--ways=5 exceeds the 3-way head"),
     (["--algo=protonet", "--dataset=sinusoid"], "--dataset=sinusoid supports --algo in"),
     (["--algo=maml", "--inner_lr=0"], "--inner_lr must be positive"),
+    (["--algo=reptile", "--inner_steps=0"], "with 0 inner steps θ never moves"),
+    (["--algo=maml", "--inner_steps=-1"], "--inner_steps"),
+    (["--algo=relationnet", "--inner_steps=1"], "--inner_steps does not apply"),
+    (["--algo=snail", "--ways=6", "--train_ways=5"], "--ways=6 exceeds the 5-way head"),
+    (["--algo=mann", "--usage_decay=1.5"], "--usage_decay must be in (0, 1]"),
 ]
 
 
