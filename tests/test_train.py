@@ -73,6 +73,7 @@ BAD_FLAGS = [
     (["--algo=relationnet", "--inner_steps=1"], "--inner_steps does not apply"),
     (["--algo=snail", "--ways=6", "--train_ways=5"], "--ways=6 exceeds the 5-way head"),
     (["--algo=mann", "--usage_decay=1.5"], "--usage_decay must be in (0, 1]"),
+    (["--algo=reptile", "--parallel_tasks=2"], "--parallel_tasks does not apply"),
 ]
 
 
