@@ -29,3 +29,13 @@ def omniglot_splits():
         if os.environ.get("CI"):
             raise  # CI has the data: a missing dataset there is a failure, not a skip
         pytest.skip(f"Omniglot not prepared: {e}")
+
+
+def fixed_batch_losses(learner, episodes, steps):
+    """The loss of each of `steps` train steps on the same meta-batch, each read alone."""
+    losses = []
+    for _ in range(steps):
+        for metric in learner.metrics:  # trackers average over steps: reset before each
+            metric.reset_state()
+        losses.append(float(learner.train_step(episodes)["loss"]))
+    return losses

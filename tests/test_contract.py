@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import fixed_batch_losses
 from tf_meta import ALGORITHMS, Episode, MetaLearner, build_learner, data
 
 
@@ -46,12 +47,7 @@ def test_every_algorithm_trains_on_the_same_episodes(algo):
     episode = Episode(*(t[0] for t in episodes))
     assert learner.query_logits(episode, training=False).shape == (6, 3)  # [Q, ways]
 
-    def step_loss():  # the loss of one step on a fixed meta-batch, trackers reset
-        for metric in learner.metrics:
-            metric.reset_state()
-        return float(learner.train_step(episodes)["loss"])
-
-    losses = [step_loss() for _ in range(5)]
+    losses = fixed_batch_losses(learner, episodes, 5)
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import fixed_batch_losses
 from tf_meta import build_learner, data
 from tf_meta.algorithms import MANN
 from tf_meta.algorithms import mann
@@ -172,12 +173,7 @@ def test_loss_on_a_fixed_omniglot_shaped_meta_batch_decreases():
     source = data.synthetic(12, 12, (28, 28, 1))
     episodes = next(iter(data.make_episode_dataset(source, 5, 2, 1, 4, seed=1)))
 
-    def step_loss():
-        for metric in learner.metrics:
-            metric.reset_state()
-        return float(learner.train_step(episodes)["loss"])
-
-    losses = [step_loss() for _ in range(5)]
+    losses = fixed_batch_losses(learner, episodes, 5)
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
 
 

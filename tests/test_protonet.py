@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from conftest import fixed_batch_losses
 from tf_meta import build_learner, data
 from tf_meta.algorithms.protonet import class_means, squared_euclidean
 from tf_meta.episode import Episode
@@ -56,12 +57,7 @@ def test_loss_on_a_fixed_meta_batch_decreases_step_after_step():
     learner = build_learner("protonet", source.input_shape)
     learner.compile(optimizer=keras.optimizers.Adam(1e-3))
 
-    def step_loss():
-        for metric in learner.metrics:  # trackers average over steps: read each step alone
-            metric.reset_state()
-        return float(learner.train_step(episodes)["loss"])
-
-    losses = [step_loss() for _ in range(6)]
+    losses = fixed_batch_losses(learner, episodes, 6)
     assert all(np.isfinite(losses))
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
 

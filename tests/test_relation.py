@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import fixed_batch_losses
 from tf_meta import backbones, build_learner, data, protocols
 from tf_meta.algorithms import RelationNet
 from tf_meta.algorithms.relation import class_features
@@ -89,12 +90,7 @@ def test_loss_on_a_fixed_omniglot_shaped_episode_decreases():
     learner.compile(optimizer=learner.meta_optimizer(1e-3, 10, 100000, 0.5))
     episodes = omniglot_like_episode(5, 1, query_shots=4, seed=3)
 
-    def step_loss():
-        for metric in learner.metrics:
-            metric.reset_state()
-        return float(learner.train_step(episodes)["loss"])
-
-    losses = [step_loss() for _ in range(6)]
+    losses = fixed_batch_losses(learner, episodes, 6)
     assert losses[-1] < 0.8 * losses[0], losses
 
 

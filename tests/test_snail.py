@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import fixed_batch_losses
 from tf_meta import build_learner, data, protocols
 from tf_meta.algorithms import SNAIL
 from tf_meta.algorithms.snail import (AttentionBlock, DenseBlock, SnailNet, TCBlock,
@@ -115,12 +116,7 @@ def test_loss_on_a_fixed_omniglot_shaped_meta_batch_decreases():
     learner.compile(optimizer=learner.meta_optimizer(1e-4, 10, 100, 1.0))
     episodes = omniglot_like(query_shots=1, meta_batch_size=4, seed=3)
 
-    def step_loss():
-        for metric in learner.metrics:
-            metric.reset_state()
-        return float(learner.train_step(episodes)["loss"])
-
-    losses = [step_loss() for _ in range(6)]
+    losses = fixed_batch_losses(learner, episodes, 6)
     assert losses[0] == pytest.approx(math.log(5), rel=1e-5)  # uniform start: zero head
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
 
