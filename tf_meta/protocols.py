@@ -8,6 +8,9 @@ _MAML_OMNIGLOT = dict(  # Finn et al. 2017, 5-way 1-shot Omniglot; paper: 60,000
     train_query_shots=15, meta_batch_size=32, meta_lr=1e-3, lr_decay_rate=1.0,
     inner_lr=0.4, inner_steps=1, test_inner_steps=3, steps=1000)
 
+# Relation Networks' training queries per class for (train ways, train shots).
+RELATIONNET_QUERIES = {(5, 1): 19, (5, 5): 15, (20, 1): 10, (20, 5): 5}
+
 OMNIGLOT = {
     # Snell et al. 2017: 60-way training episodes, 5 queries, Adam 1e-3 halved every 2,000.
     "protonet": dict(train_ways=60, train_query_shots=5, meta_batch_size=1, meta_lr=1e-3,
@@ -23,7 +26,9 @@ OMNIGLOT = {
     # Sung et al. 2018 / LearningToCompare_FSL: one episode per step, Adam 1e-3 halved every
     # 100,000 episodes (reference: 1,000,000 episodes); queries per class by task below.
     "relationnet": dict(meta_batch_size=1, meta_lr=1e-3, lr_decay_every=100000,
-                        lr_decay_rate=0.5, steps=10000),
+                        lr_decay_rate=0.5, steps=10000,
+                        train_query_shots=lambda ways, shots: RELATIONNET_QUERIES.get(
+                            (ways, shots), COMMON["train_query_shots"])),
     # Santoro et al. 2016: controller 200, memory 128 x 40, 4 read heads, γ 0.95; episodes of
     # 5 classes x 10 samples (here the support set, labels one step late) and meta-batches
     # of 16 as the reference code; Adam 1e-3 is the reference code's, not checked in the
@@ -31,15 +36,12 @@ OMNIGLOT = {
     "mann": dict(train_shots=10, train_query_shots=1, meta_batch_size=16, meta_lr=1e-3,
                  lr_decay_rate=1.0, controller_units=200, memory_slots=128, memory_width=40,
                  read_heads=4, usage_decay=0.95, steps=10000),
-    # Mishra et al. 2018: one query per sequence of T = N·K + 1 (`sequence_length`, set in
-    # `protocol`); 32 episodes per batch and Adam 1e-4 are the snail-pytorch
-    # reimplementation's, not checked in the paper.
+    # Mishra et al. 2018: one query per sequence of T = N·K + 1, the TC blocks covering the
+    # training sequence (`sequence_length`); 32 episodes per batch and Adam 1e-4 are the
+    # snail-pytorch reimplementation's, not checked in the paper.
     "snail": dict(train_query_shots=1, meta_batch_size=32, meta_lr=1e-4, lr_decay_rate=1.0,
-                  steps=10000),
+                  steps=10000, sequence_length=lambda ways, shots: ways * shots + 1),
 }
-
-# Relation Networks' training queries per class for (train ways, train shots).
-RELATIONNET_QUERIES = {(5, 1): 19, (5, 5): 15, (20, 1): 10, (20, 5): 5}
 
 _MAML_SINUSOID = dict(  # Finn et al. 2017 §5.1: K = 10, meta-batch 25, α = 0.01; 70,000 steps
     shots=5, query_shots=100, train_shots=10, train_query_shots=10, meta_batch_size=25,
@@ -55,14 +57,11 @@ COMMON = dict(ways=5, shots=1, query_shots=15, train_query_shots=5, meta_batch_s
 def protocol(algo, dataset, train_ways=None, train_shots=None):
     """The hyperparameters for `algo` on `dataset`, falling back to COMMON.
 
-    `train_ways`/`train_shots` (default: COMMON's ways/shots) pick protocols that depend on
-    the task, as Relation Networks' training queries per class.
+    A value that depends on the training task (Relation Networks' queries per class,
+    SNAIL's sequence length) is a function of (train ways, train shots), evaluated here
+    with `train_ways`/`train_shots` (default: COMMON's ways/shots).
     """
     table = SINUSOID if dataset == "sinusoid" else OMNIGLOT
     result = {**COMMON, **table.get(algo, {})}
     task = (train_ways or result["ways"], train_shots or result["shots"])
-    if algo == "relationnet" and task in RELATIONNET_QUERIES:
-        result["train_query_shots"] = RELATIONNET_QUERIES[task]
-    if algo == "snail":  # the TC blocks cover the training sequence: N·K support + 1 query
-        result["sequence_length"] = task[0] * task[1] + 1
-    return result
+    return {name: value(*task) if callable(value) else value for name, value in result.items()}
