@@ -11,6 +11,7 @@ unset take the algorithm's published protocol (tf_meta/protocols.py).
 import functools
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TF's start-up chatter
 from absl import app, flags, logging  # noqa: E402
 
 import tf_meta  # noqa: E402
-from tf_meta import backbones, data, evaluation, export, protocols  # noqa: E402
+from tf_meta import backbones, data, evaluation, export, protocols, training  # noqa: E402
 from tf_meta.algorithms import mann  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -74,8 +75,10 @@ flags.register_validator("usage_decay", lambda v: v is None or 0 < v <= 1,
 flags.DEFINE_bool("transductive", True, "BatchNorm statistics from the whole query batch at "
                   "test (MAML, Reptile, RelationNet); --notransductive: see each algorithm's "
                   "docstring")
-flags.DEFINE_integer("eval_every", 500, "steps between validation runs and checkpoints",
-                     lower_bound=1)
+flags.DEFINE_integer("eval_every", 500, "steps between validation runs", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", None, "steps between checkpoints; a killed run restarted "
+                     "with the same command resumes from the last one (default: the largest "
+                     "divisor of --eval_every up to 100)", lower_bound=1)
 flags.DEFINE_integer("val_episodes", 200, "validation episodes per validation run", lower_bound=2)
 flags.DEFINE_integer("eval_episodes", 1000, "fixed test episodes for the final score ± CI",
                      lower_bound=2)
@@ -88,6 +91,11 @@ flags.DEFINE_string("export_dir", None, "TF Serving model base path, a new integ
 flags.DEFINE_string("export_adapted", None, "also export the learner adapted to one support "
                     "set (a folder of class folders, or 'test_episode') as a plain classifier "
                     "to <export_dir>_adapted")
+flags.DEFINE_enum("strategy", "default", list(training.STRATEGIES), "tf.distribute strategy: the "
+                  "meta-batch's tasks split across replicas, meta-gradients all-reduced "
+                  "(multi_worker: workers from TF_CONFIG; README, Distributed)")
+flags.DEFINE_integer("cpu_replicas", 1, "--strategy=mirrored without GPUs: replicas on logical "
+                     "CPU devices (exercises the distributed path; not faster)", lower_bound=1)
 flags.DEFINE_bool("eval_only", False, "skip training: restore model_dir's checkpoint, evaluate")
 HYPER = ("inner_lr", "inner_steps", "test_inner_steps", "inner_batch_size",
          "test_inner_batch_size", "transductive", "controller_units", "memory_slots",
@@ -132,18 +140,21 @@ def load_splits():
 
 
 def episode_streams():
-    """(train, val or None, test) episode datasets and the input shape."""
+    """(train, val or None, test, input shape); train(start) is the training stream from
+    meta-batch `start` on, val and test are fixed episode datasets."""
     if FLAGS.dataset == "sinusoid":
-        train = data.make_sinusoid_dataset(FLAGS.train_shots, FLAGS.train_query_shots,
-                                           FLAGS.meta_batch_size, FLAGS.seed)
+        train = functools.partial(data.make_sinusoid_dataset, FLAGS.train_shots,
+                                  FLAGS.train_query_shots, FLAGS.meta_batch_size, FLAGS.seed)
         val, test = (data.make_sinusoid_dataset(FLAGS.shots, FLAGS.query_shots, 50,
                                                 FLAGS.eval_seed + i, num_episodes=n)
                      for i, n in enumerate((FLAGS.val_episodes, FLAGS.eval_episodes)))
         return train, val, test, (1,)
     splits = load_splits()
-    train = data.make_episode_dataset(splits["train"], FLAGS.train_ways, FLAGS.train_shots,
-                                      FLAGS.train_query_shots, FLAGS.meta_batch_size,
-                                      FLAGS.seed, split="train")
+    data.check_episode_spec(splits["train"], FLAGS.train_ways, FLAGS.train_shots,
+                            FLAGS.train_query_shots, "train")
+    train = functools.partial(data.make_episode_dataset, splits["train"], FLAGS.train_ways,
+                              FLAGS.train_shots, FLAGS.train_query_shots,
+                              FLAGS.meta_batch_size, FLAGS.seed, split="train")
     test_sizes = dict(ways=FLAGS.ways, shots=FLAGS.shots, query_shots=FLAGS.query_shots,
                       meta_batch_size=50, seed=FLAGS.eval_seed)
     val = (data.make_episode_dataset(splits["val"], **test_sizes, split="val",
@@ -154,16 +165,28 @@ def episode_streams():
     return train, val, test, splits["train"].input_shape
 
 
-def prepare():
+def prepare(replicas=1):
     """Everything that can fail on bad input, before any training or export."""
     hyper = resolve_flags()
+    if FLAGS.meta_batch_size % replicas:
+        raise ValueError(f"--meta_batch_size={FLAGS.meta_batch_size} does not split evenly "
+                         f"over the {replicas} replicas of --strategy={FLAGS.strategy}")
     for path in (FLAGS.model_dir, FLAGS.export_dir):
         if path and os.path.exists(path) and not os.access(path, os.W_OK):
             raise ValueError(f"{path!r} is not writable")
-    if FLAGS.steps % min(FLAGS.eval_every, FLAGS.steps):
+    FLAGS.eval_every = min(FLAGS.eval_every, FLAGS.steps)
+    if FLAGS.steps % FLAGS.eval_every:
         raise ValueError(f"--steps={FLAGS.steps} is not a multiple of "
                          f"--eval_every={FLAGS.eval_every}")
+    FLAGS.checkpoint_every = FLAGS.checkpoint_every or math.gcd(FLAGS.eval_every, 100)
+    if FLAGS.eval_every % FLAGS.checkpoint_every:
+        raise ValueError(f"--checkpoint_every={FLAGS.checkpoint_every} does not divide "
+                         f"--eval_every={FLAGS.eval_every}")
     train, val, test, input_shape = episode_streams()
+    if FLAGS.eval_only and not training.has_checkpoint(os.path.join(FLAGS.model_dir,
+                                                                     "checkpoints")):
+        raise ValueError(f"--eval_only needs a trained run in --model_dir={FLAGS.model_dir} "
+                         "(no checkpoint there)")
     regression = FLAGS.dataset == "sinusoid"
     learner = tf_meta.build_learner(
         FLAGS.algo, input_shape, ways=1 if regression else FLAGS.train_ways,
@@ -182,28 +205,37 @@ def main(argv):
     import keras
     keras.utils.set_random_seed(FLAGS.seed)  # before the learner is built: seeds its init
     try:
-        learner, hyper, train, val, test, input_shape = prepare()
-        os.makedirs(FLAGS.model_dir, exist_ok=True)
+        strategy = training.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
+        with strategy.scope():
+            learner, hyper, train, val, test, input_shape = prepare(
+                strategy.num_replicas_in_sync)
+        model_dir = training.worker_directory(strategy, FLAGS.model_dir)
+        os.makedirs(model_dir, exist_ok=True)
     except (ValueError, OSError) as e:
         sys.exit(f"train.py: error: {e}")
-    used = [n for n in FLAG_NAMES if FLAGS[n].value is not None and (n not in HYPER or n in hyper)]
-    with open(os.path.join(FLAGS.model_dir, "flags.txt"), "w") as f:  # replay: --flagfile
-        f.write("".join(FLAGS[n].serialize() + "\n" for n in used))
-    checkpoint = os.path.join(FLAGS.model_dir, "checkpoints", "last.weights.h5")
+    chief = training.is_chief(strategy)  # the one process writing results and exports
+    if chief and not FLAGS.eval_only:  # the run's flags; --eval_only runs don't replace them
+        used = [n for n in FLAG_NAMES
+                if FLAGS[n].value is not None and (n not in HYPER or n in hyper)]
+        with open(os.path.join(FLAGS.model_dir, "flags.txt"), "w") as f:  # replay: --flagfile
+            f.write("".join(FLAGS[n].serialize() + "\n" for n in used))
+    checkpoints = os.path.join(model_dir, "checkpoints")
     start = time.time()
-    if FLAGS.eval_only:
-        learner.load_weights(checkpoint)
-    else:
-        learner.compile(optimizer=learner.meta_optimizer(
-            FLAGS.meta_lr, FLAGS.steps, FLAGS.lr_decay_every, FLAGS.lr_decay_rate),
-            jit_compile=False)
-        steps_per_epoch = min(FLAGS.eval_every, FLAGS.steps)
-        learner.fit(train, steps_per_epoch=steps_per_epoch,
-                    epochs=FLAGS.steps // steps_per_epoch, validation_data=val,
-                    callbacks=[
-                        keras.callbacks.BackupAndRestore(os.path.join(FLAGS.model_dir, "backup")),
-                        keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True),
-                        keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs"))])
+    try:
+        if FLAGS.eval_only:
+            training.restore_for_evaluation(learner, checkpoints)
+        else:
+            with strategy.scope():
+                learner.compile(optimizer=learner.meta_optimizer(
+                    FLAGS.meta_lr, FLAGS.steps, FLAGS.lr_decay_every, FLAGS.lr_decay_rate),
+                    jit_compile=False)
+                training.fit(learner, train, checkpoints, FLAGS.steps, FLAGS.checkpoint_every,
+                             FLAGS.eval_every, validation=val, callbacks=[
+                                 keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))])
+    except (ValueError, training.Diverged) as e:
+        sys.exit(f"train.py: error: {e}")
+    if not chief:
+        return
     train_seconds = time.time() - start
     result = evaluation.evaluate_episodes(learner, test)
     if FLAGS.algo == "mann":  # the paper's own score: accuracy by presentation of a class

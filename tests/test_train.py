@@ -33,7 +33,7 @@ def test_tiny_run_writes_flags_checkpoint_results_and_a_servable_export(tmp_path
     done = run_train(TINY + [f"--model_dir={model_dir}", f"--export_dir={export_dir}"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test accuracy 3-way 1-shot:" in done.stdout and "95% CI, 6 episodes" in done.stdout
-    assert (model_dir / "checkpoints" / "last.weights.h5").is_file()
+    assert (model_dir / "checkpoints" / "checkpoint").is_file()  # tf.train.CheckpointManager
     assert os.listdir(model_dir / "logs")  # TensorBoard event files
     flags_txt = (model_dir / "flags.txt").read_text()
     assert "--dataset=synthetic" in flags_txt and "--steps=4" in flags_txt

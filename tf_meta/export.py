@@ -157,19 +157,39 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
     return _write_version(learner, serve, signature, base_path, version, metadata)
 
 
+TEMP_PREFIX = ".export-"  # + writer pid + "-": a folder TF Serving ignores (not an integer)
+
+
+def _remove_abandoned_exports(base_path):
+    """Deletes temporary export folders whose writing process is gone (killed mid-export)."""
+    for name in os.listdir(base_path):
+        if not name.startswith(TEMP_PREFIX):
+            continue
+        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base_path, name), ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours, or alive under another user
+            continue
+
+
 def _write_version(learner, serve, signature, base_path, version, metadata):
     """Saves `serve` as serving_default into base_path/<version>, atomically.
 
     The SavedModel is written to a hidden temporary folder beside the versions and renamed
     into place, so TF Serving (which polls for integer folders) never sees a partial one
-    and a failed export leaves nothing behind.
+    and a failed export leaves nothing behind. A process killed mid-export leaves its hidden
+    folder, which the next export removes.
     """
     version = next_version(base_path) if version is None else int(version)
     final = os.path.join(base_path, str(version))
     if os.path.exists(final):
         raise ValueError(f"export version folder {final!r} already exists")
     os.makedirs(base_path, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".export-{version}-", dir=base_path)
+    _remove_abandoned_exports(base_path)
+    tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base_path)
     try:
         archive = keras.export.ExportArchive()
         archive.track(learner)

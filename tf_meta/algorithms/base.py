@@ -19,7 +19,8 @@ class MetaLearner(keras.Model):
       batch_logits    query_logits over the meta-batch with tf.map_fn (override to
                       vectorise, as metric learners can)
       meta_gradients  gradient of the mean query loss w.r.t. trainable_variables
-      train_step      meta_gradients -> optimizer.apply -> loss/accuracy trackers
+      finish_gradients  identity (RelationNet clips the meta-batch's gradients)
+      train_step      meta_gradients -> finish_gradients -> optimizer.apply -> trackers
       test_step       batch_logits(training=False), no update
       predict_step    query logits [B, Q, ways]
       meta_optimizer  the outer optimizer: Adam with a staircase decay
@@ -99,8 +100,34 @@ class MetaLearner(keras.Model):
         return keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(
             meta_lr, decay_every, decay_rate, staircase=True))
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy Keras's fit() would draw the first meta-batch from
+        # the training iterator (training would then start at the second one, and a resumed
+        # run would not see the episodes an uninterrupted one sees) and all-reduce its
+        # uint8 pixels (which MultiWorkerMirroredStrategy's collectives reject), only to
+        # build compiled metrics and the optimizer. A MetaLearner is built when constructed
+        # and keeps its own metrics: only the optimizer needs building, in the scope.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def finish_gradients(self, grads):
+        """The whole meta-batch's mean gradients before the update (RelationNet clips here)."""
+        return grads
+
     def train_step(self, episodes):
         grads, loss, logits = self.meta_gradients(episodes)
+        # Under tf.distribute each replica holds a slice of the meta-batch, and the optimizer
+        # sums the replicas' gradients: each is scaled so the sum is the meta-batch's mean. A
+        # finish_gradients that is not linear (clipping) needs that mean first.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        finishes = type(self).finish_gradients is not MetaLearner.finish_gradients
+        if replicas > 1 and finishes:
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.MEAN, grads)
+        grads = self.finish_gradients(grads)
+        if replicas > 1:
+            grads = [g / replicas for g in grads]
         self.optimizer.apply(grads, self.trainable_variables)
         return self._track(loss, episodes.query_y, logits)
 
@@ -129,7 +156,12 @@ class MetaLearner(keras.Model):
         self.loss_tracker.update_state(loss)
         if self.accuracy_tracker is not None:
             self.accuracy_tracker.update_state(query_y, logits)
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces each output across workers with reduce(MEAN, axis=0), which
+            # fails on scalars (tensorflow/tensorflow#72388): give it [1], it returns [].
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
 
 class BatchedLearner(MetaLearner):

@@ -32,7 +32,7 @@ class RelationNet(BatchedLearner):
     module g (`backbones.RelationModule`) scores each [class map, query map] channel
     concatenation. The "logits" are these relation scores [Q, N]; the loss is the mean
     squared error against the one-hot query labels, as the paper. The reference code clips
-    each module's gradient to global norm 0.5 (`clip_norm`); so does `meta_gradients`.
+    each module's gradient to global norm 0.5 (`clip_norm`); so does `finish_gradients`.
 
     BatchNorm policy: the reference code never switches its networks to eval mode, so test
     episodes are normalised with their own batch statistics: `transductive=True`, the
@@ -73,8 +73,9 @@ class RelationNet(BatchedLearner):
         targets = tf.one_hot(query_y, tf.shape(logits)[-1], dtype=logits.dtype)
         return tf.reduce_mean(tf.square(logits - targets), axis=[-2, -1])
 
-    def meta_gradients(self, episodes):
-        grads, loss, logits = super().meta_gradients(episodes)
+    def finish_gradients(self, grads):
+        """Each module's meta-batch gradient clipped to global norm `clip_norm`."""
+        grads = list(grads)
         in_relation = {id(v) for v in self.relation.trainable_variables}
         groups = [[i for i, v in enumerate(self.trainable_variables) if (id(v) in in_relation) == r]
                   for r in (False, True)]  # [embedding indices, relation-module indices]
@@ -82,7 +83,7 @@ class RelationNet(BatchedLearner):
             clipped, _ = tf.clip_by_global_norm([grads[i] for i in group], self.clip_norm)
             for i, g in zip(group, clipped):
                 grads[i] = g
-        return grads, loss, logits
+        return grads
 
     def _features(self, model, inputs, training):
         """model(*inputs), BatchNorm per the policy above; moving statistics kept at test."""

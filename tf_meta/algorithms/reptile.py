@@ -29,6 +29,12 @@ class Reptile(MAML):
     unchanged (the reference kept updating it during evaluation, so its test accuracy
     depended on the order of test tasks).
 
+    Under tf.distribute each replica carries the state through its own share of the
+    meta-batch, all starting from the saved state, and the saved state becomes the mean of
+    the replicas' (θ's update is the mean over all tasks, as always). So mirrored Reptile
+    equals the average of single-device runs on the replicas' shares, not the one-device
+    chain through the whole meta-batch (tests/test_distributed.py).
+
     BatchNorm always uses batch statistics, as in the reference code. `transductive=True`
     classifies all queries of an episode in one batch; `transductive=False` classifies each
     query in a batch made of the support set plus that query alone, so no query sees another.
@@ -49,8 +55,11 @@ class Reptile(MAML):
         self.inner_batch_size = inner_batch_size
         self.test_inner_batch_size = test_inner_batch_size
 
+        # Under tf.distribute each replica carries the state through its own share of the
+        # meta-batch; "mean" keeps the average of the replicas' states.
         def zeros(name, shape=()):
-            return self.add_weight(shape=shape, initializer="zeros", trainable=False, name=name)
+            return self.add_weight(shape=shape, initializer="zeros", trainable=False, name=name,
+                                   aggregation="mean")
 
         weights = self.backbone.trainable_variables
         self.inner_state = fast_weights.AdamState(

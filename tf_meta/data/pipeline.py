@@ -27,13 +27,13 @@ def check_episode_spec(source, ways, shots, query_shots, split="source"):
 
 
 def make_episode_dataset(source, ways, shots, query_shots, meta_batch_size, seed,
-                         num_episodes=None, split="source"):
+                         num_episodes=None, split="source", start=0):
     """A tf.data stream of meta-batches of N-way K-shot Episodes drawn from `source`.
 
     Args:
       source: data.sources.Source.
       ways, shots, query_shots: episode sizes.
-      meta_batch_size, seed, num_episodes: see `episode_stream`.
+      meta_batch_size, seed, num_episodes, start: see `episode_stream`.
       split: name used in error messages.
 
     Returns:
@@ -45,10 +45,10 @@ def make_episode_dataset(source, ways, shots, query_shots, meta_batch_size, seed
     return episode_stream(
         lambda episode_seed: sample_episode(episode_seed, examples, counts, ways, shots,
                                             query_shots),
-        meta_batch_size, seed, num_episodes)
+        meta_batch_size, seed, num_episodes, start)
 
 
-def episode_stream(sample_fn, meta_batch_size, seed, num_episodes=None):
+def episode_stream(sample_fn, meta_batch_size, seed, num_episodes=None, start=0):
     """Meta-batches of sample_fn(episode seed), episode i seeded by the stateless (seed, i).
 
     So a stream is reproducible byte for byte and a finite stream is a fixed episode set.
@@ -59,8 +59,13 @@ def episode_stream(sample_fn, meta_batch_size, seed, num_episodes=None):
       seed: int, identifies the stream.
       num_episodes: None for an endless stream, else the number of episodes (the last
         meta-batch holds the remainder).
+      start: the endless stream's first meta-batch: the stream from meta-batch `start` on,
+        the position a resumed training run continues from.
     """
-    ids = tf.data.Dataset.range(num_episodes) if num_episodes else tf.data.Dataset.counter()
+    if num_episodes:
+        ids = tf.data.Dataset.range(num_episodes)
+    else:
+        ids = tf.data.Dataset.counter(start * meta_batch_size)
     episodes = ids.map(lambda i: sample_fn(tf.stack([tf.constant(seed, tf.int64), i])),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     episodes = episodes.batch(meta_batch_size, drop_remainder=num_episodes is None)

@@ -30,8 +30,9 @@ def sample_sinusoid_episode(seed, shots, query_shots):
     return Episode(x[:shots], y[:shots], x[shots:], y[shots:])
 
 
-def make_sinusoid_dataset(shots, query_shots, meta_batch_size, seed, num_episodes=None):
+def make_sinusoid_dataset(shots, query_shots, meta_batch_size, seed, num_episodes=None,
+                          start=0):
     """A tf.data stream of meta-batches of sinusoid Episodes (see episode_stream)."""
     check_positive(shots=shots, query_shots=query_shots)
     return episode_stream(lambda s: sample_sinusoid_episode(s, shots, query_shots),
-                          meta_batch_size, seed, num_episodes)
+                          meta_batch_size, seed, num_episodes, start)

@@ -1,0 +1,208 @@
+"""Meta-training that survives being killed: checkpoints, resume position, divergence stop.
+
+A run is a pure function of its flags: the learner's initial weights come from the seed,
+and training episode i is drawn from the stateless seed (seed, i) (`data.episode_stream`).
+So a checkpoint needs only the learner's variables and the optimizer's (whose `iterations`
+is the step); the episode stream position is step × meta-batch size, recomputed on
+restart. `fit` restores the newest readable checkpoint, restarts the stream there and
+trains to the requested step, giving the same weights as a run never interrupted.
+
+Checkpoints are `tf.train.CheckpointManager` checkpoints: TensorFlow writes the data files
+first and then replaces the `checkpoint` index file atomically, so a kill mid-write leaves
+the previous checkpoint as the latest. If the newest one is unreadable anyway (a damaged
+disk, a copy cut short), the previous one is used.
+"""
+
+import math
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class Checkpoints:
+    """The learner's and its optimizer's variables under `directory`, newest `keep` kept.
+
+    Args:
+      learner: a compiled MetaLearner (its optimizer is built here if it is not).
+      directory: the checkpoint folder (created on the first save).
+      keep: how many checkpoints to keep (>= 2, so one damaged file is survivable).
+    """
+
+    def __init__(self, learner, directory, keep=2):
+        if not learner.optimizer.built:  # restore needs the slots to exist
+            learner.optimizer.build(learner.trainable_variables)
+        self.learner = learner
+        self.checkpoint = tf.train.Checkpoint(model=learner, optimizer=learner.optimizer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
+
+    @property
+    def step(self):
+        """The optimizer's step count (python int)."""
+        return int(self.learner.optimizer.iterations.numpy())
+
+    def restore(self):
+        """Restores the newest readable checkpoint; returns its step (0 if there is none)."""
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+                return self.step
+            except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
+                logging.warning("checkpoint %s is unreadable (%s); trying an older one",
+                                path, str(e).splitlines()[0])
+        return 0
+
+    def save(self):
+        """Writes a checkpoint numbered by the current step; returns its path."""
+        return self.manager.save(checkpoint_number=self.step)
+
+
+class CheckpointEvery(keras.callbacks.Callback):
+    """Saves `checkpoints` at every epoch end, unless the loss has become NaN or Inf.
+
+    A non-finite loss stops training at the end of that batch; the epoch's checkpoint is
+    then skipped, so the newest checkpoint is the last good one, and `diverged_at` holds
+    the step at which the loss was first non-finite.
+    """
+
+    def __init__(self, checkpoints):
+        super().__init__()
+        self.checkpoints = checkpoints
+        self.diverged_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.diverged_at is None:
+            self.diverged_at = self.checkpoints.step
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged_at is None:
+            self.checkpoints.save()
+
+
+def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
+        validation=None, callbacks=()):
+    """Meta-trains `learner` to `steps` optimizer steps, resuming from `directory`.
+
+    Args:
+      learner: a compiled MetaLearner.
+      train_stream: start -> tf.data.Dataset of meta-batches beginning at meta-batch `start`
+        of the run's stream (so a resumed run sees the episodes it has not yet seen).
+      directory: checkpoint folder (`Checkpoints`).
+      steps: the step to end at; a multiple of eval_every.
+      checkpoint_every: steps between checkpoints; divides eval_every.
+      eval_every: steps between validation runs (on `validation`, if given).
+      validation: optional tf.data.Dataset of validation meta-batches.
+      callbacks: more Keras callbacks (TensorBoard, ...).
+
+    Returns:
+      The step training started from (0 for a fresh run).
+
+    Raises:
+      Diverged: the loss became NaN or Inf; the newest checkpoint is the last good one.
+    """
+    if steps % eval_every or eval_every % checkpoint_every:
+        raise ValueError(f"need --checkpoint_every={checkpoint_every} to divide "
+                         f"--eval_every={eval_every}, and that to divide --steps={steps}")
+    checkpoints = Checkpoints(learner, directory)
+    start = checkpoints.restore()
+    if start % checkpoint_every:
+        raise ValueError(f"the checkpoint in {directory} is at step {start}, not a multiple of "
+                         f"--checkpoint_every={checkpoint_every}: resume with the run's flags")
+    guard = CheckpointEvery(checkpoints)
+    if start < steps:
+        learner.fit(train_stream(start=start), steps_per_epoch=checkpoint_every,
+                    initial_epoch=start // checkpoint_every, epochs=steps // checkpoint_every,
+                    validation_data=validation, validation_freq=eval_every // checkpoint_every,
+                    callbacks=[guard, *callbacks])
+    if guard.diverged_at is not None:
+        last = checkpoints.manager.latest_checkpoint
+        kept = (f"the last good checkpoint (step {_step_of(last)}) is kept in {directory}"
+                if last else "no checkpoint had been written")
+        raise Diverged(f"the training loss became NaN or Inf at step {guard.diverged_at}; "
+                       f"training stopped, {kept}")
+    return start
+
+
+def _step_of(path):
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def restore_for_evaluation(learner, directory):
+    """Loads the newest readable checkpoint's learner variables (no optimizer needed).
+
+    Run folders of tf_meta 0.1 before resumable training hold `last.weights.h5` instead,
+    which is loaded when there is no checkpoint.
+
+    Raises:
+      ValueError: there is no checkpoint in `directory`.
+    """
+    legacy = os.path.join(directory, "last.weights.h5")
+    if not tf.train.latest_checkpoint(directory) and os.path.isfile(legacy):
+        learner.load_weights(legacy)
+        return None
+    checkpoint = tf.train.Checkpoint(model=learner)
+    manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+            return _step_of(path)
+        except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
+            logging.warning("checkpoint %s is unreadable (%s)", path, str(e).splitlines()[0])
+    raise ValueError(f"no readable checkpoint in {directory}: train first (without --eval_only)")
+
+
+def has_checkpoint(directory):
+    """Whether `directory` holds a checkpoint `restore_for_evaluation` can try."""
+    return bool(tf.train.latest_checkpoint(directory)
+                or os.path.isfile(os.path.join(directory, "last.weights.h5")))
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name, cpu_replicas=1):
+    """The tf.distribute strategy `name`, one of STRATEGIES.
+
+    default: one device. mirrored: every local GPU, or with none `cpu_replicas` logical
+    CPU devices (to exercise the distributed path on a CPU machine; no faster there).
+    multi_worker: MultiWorkerMirroredStrategy over the workers TF_CONFIG names.
+
+    Must run before TensorFlow executes anything else: devices and the collective runtime
+    are configured once per process.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy=multi_worker needs TF_CONFIG (see README, Distributed)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name != "mirrored":
+        raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+    if not tf.config.list_physical_devices("GPU") and cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
+    return tf.distribute.MirroredStrategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's results and exports (worker 0, or alone)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is None or resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def worker_directory(strategy, directory):
+    """`directory` for the chief; <directory>/worker_<i> for the other workers, whose
+    checkpoints (which they must write too: saving is collective) would otherwise clash."""
+    if is_chief(strategy):
+        return directory
+    return os.path.join(directory, f"worker_{strategy.cluster_resolver.task_id}")
