@@ -96,21 +96,31 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, state=None, be
     if state is None:
         state = AdamState([tf.zeros_like(w) for w in theta], [tf.zeros_like(w) for w in theta],
                           tf.constant(0.0))
+    # Adam runs on one flat vector of all weights: a handful of ops per step instead of a
+    # handful per weight tensor (these small steps are dominated by per-op overhead).
+    shapes = [w.shape for w in theta]
 
-    def step(t, fast, m, v):
+    def flat(tensors):
+        return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+    def unflat(vector):
+        parts = tf.split(vector, [s.num_elements() for s in shapes])
+        return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
+
+    def step(t, weights, m, v):
         ids = order[t * batch:(t + 1) * batch]
+        fast = unflat(weights)
         with tf.GradientTape() as tape:
             tape.watch(fast)
             outputs, _ = forward(model, fast, tf.gather(x, ids), training)
             loss = loss_fn(tf.gather(y, ids), outputs)
-        grads = tape.gradient(loss, fast)
-        m = [beta1 * a + (1 - beta1) * g for a, g in zip(m, grads)]
-        v = [beta2 * a + (1 - beta2) * tf.square(g) for a, g in zip(v, grads)]
+        grads = flat(tape.gradient(loss, fast))
+        m = beta1 * m + (1 - beta1) * grads
+        v = beta2 * v + (1 - beta2) * tf.square(grads)
         t1 = state.step + tf.cast(t + 1, tf.float32)  # the bias correction's step count
         scale = lr * tf.sqrt(1 - beta2 ** t1) / (1 - beta1 ** t1)
-        fast = [w - scale * a / (tf.sqrt(b) + epsilon) for w, a, b in zip(fast, m, v)]
-        return t + 1, fast, m, v
+        return t + 1, weights - scale * m / (tf.sqrt(v) + epsilon), m, v
 
-    _, fast, m, v = tf.while_loop(lambda t, *_: t < steps, step,
-                                  (tf.constant(0), theta, list(state.m), list(state.v)))
-    return fast, AdamState(m, v, state.step + tf.cast(steps, tf.float32))
+    _, weights, m, v = tf.while_loop(
+        lambda t, *_: t < steps, step, (tf.constant(0), flat(theta), flat(state.m), flat(state.v)))
+    return unflat(weights), AdamState(unflat(m), unflat(v), state.step + tf.cast(steps, tf.float32))
