@@ -11,6 +11,7 @@ unset take the algorithm's published protocol (tf_meta/protocols.py).
 import functools
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -58,8 +59,8 @@ for name, help_text in [("meta_lr", "outer learning rate (Reptile: ε, annealed 
                         ("lr_decay_rate", "learning-rate multiplier every --lr_decay_every"),
                         ("inner_lr", "inner-loop learning rate (MAML, Reptile)")]:
     flags.DEFINE_float(name, None, f"{help_text} {PROTOCOL}")
-    flags.register_validator(name, lambda v: v is None or v > 0,
-                             message=f"--{name} must be positive")
+    flags.register_validator(name, lambda v: v is None or 0 < v < math.inf,
+                             message=f"--{name} must be positive and finite")
 for name, help_text, low in [
         ("controller_units", "MANN: LSTM controller units", 1),
         ("memory_slots", "MANN: memory rows", 1),
@@ -154,12 +155,21 @@ def episode_streams():
     return train, val, test, splits["train"].input_shape
 
 
+def checkpoint_path():
+    return os.path.join(FLAGS.model_dir, "checkpoints", "last.weights.h5")
+
+
 def prepare():
     """Everything that can fail on bad input, before any training or export."""
     hyper = resolve_flags()
-    for path in (FLAGS.model_dir, FLAGS.export_dir):
-        if path and os.path.exists(path) and not os.access(path, os.W_OK):
-            raise ValueError(f"{path!r} is not writable")
+    adapted_dir = FLAGS.export_dir + "_adapted" if FLAGS.export_adapted else ""
+    for path in (FLAGS.model_dir, FLAGS.export_dir, adapted_dir):
+        if path:
+            export.check_writable(path)
+    if FLAGS.eval_only and not os.path.isfile(checkpoint_path()):
+        raise ValueError(f"--eval_only restores {checkpoint_path()!r}, which does not exist")
+    if FLAGS.export_adapted and not FLAGS.export_dir:
+        raise ValueError("--export_adapted writes to <export_dir>_adapted: it needs --export_dir")
     if FLAGS.steps % min(FLAGS.eval_every, FLAGS.steps):
         raise ValueError(f"--steps={FLAGS.steps} is not a multiple of "
                          f"--eval_every={FLAGS.eval_every}")
@@ -172,7 +182,16 @@ def prepare():
     if learner.max_ways and FLAGS.ways > learner.max_ways:  # MAML, Reptile: a fixed head
         raise ValueError(f"--ways={FLAGS.ways} exceeds the {learner.max_ways}-way head "
                          "trained with --train_ways")
-    return learner, hyper, train, val, test, input_shape
+    support = adapted_support(learner, test, input_shape) if FLAGS.export_adapted else None
+    return learner, hyper, train, val, test, input_shape, support
+
+
+def parse_flags(argv):
+    """absl's parser, with flag errors as the one-line `train.py: error:` of every bad input."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"train.py: error: {e}")
 
 
 def main(argv):
@@ -182,14 +201,14 @@ def main(argv):
     import keras
     keras.utils.set_random_seed(FLAGS.seed)  # before the learner is built: seeds its init
     try:
-        learner, hyper, train, val, test, input_shape = prepare()
+        learner, hyper, train, val, test, input_shape, support = prepare()
         os.makedirs(FLAGS.model_dir, exist_ok=True)
     except (ValueError, OSError) as e:
         sys.exit(f"train.py: error: {e}")
     used = [n for n in FLAG_NAMES if FLAGS[n].value is not None and (n not in HYPER or n in hyper)]
     with open(os.path.join(FLAGS.model_dir, "flags.txt"), "w") as f:  # replay: --flagfile
         f.write("".join(FLAGS[n].serialize() + "\n" for n in used))
-    checkpoint = os.path.join(FLAGS.model_dir, "checkpoints", "last.weights.h5")
+    checkpoint = checkpoint_path()
     start = time.time()
     if FLAGS.eval_only:
         learner.load_weights(checkpoint)
@@ -232,19 +251,27 @@ def main(argv):
                                      metadata={"algo": FLAGS.algo, "test": result})
         print(f"exported SavedModel to {path}")
     if FLAGS.export_adapted:
-        support = adapted_support(test, input_shape)
         path = export.export_adapted(learner, *support, FLAGS.export_dir + "_adapted",
                                      metadata={"algo": FLAGS.algo, "support": FLAGS.export_adapted})
         print(f"exported the adapted learner to {path}")
 
 
-def adapted_support(test, input_shape):
+def adapted_support(learner, test, input_shape):
     """(support images, labels) for --export_adapted: a class-folder tree or 'test_episode'."""
+    if not hasattr(learner, "adapt"):
+        raise ValueError(f"--export_adapted needs an algorithm with an inner loop (maml, "
+                         f"fomaml, reptile), not --algo={FLAGS.algo}")
     if FLAGS.export_adapted == "test_episode":
         episode = next(iter(test))
         return episode.support_x[0], episode.support_y[0]
+    if learner.regression:
+        raise ValueError("--export_adapted=<image folder> needs an image dataset; for "
+                         "--dataset=sinusoid use --export_adapted=test_episode")
     source = data.folder(FLAGS.export_adapted, image_size=input_shape[0],
                          channels=input_shape[-1])
+    if source.num_classes > learner.max_ways:
+        raise ValueError(f"--export_adapted={FLAGS.export_adapted} has {source.num_classes} "
+                         f"classes, more than the {learner.max_ways}-way head")
     images = [source.examples[c, i] for c in range(source.num_classes)
               for i in range(source.counts[c])]
     labels = [c for c in range(source.num_classes) for _ in range(source.counts[c])]
@@ -252,4 +279,4 @@ def adapted_support(test, input_shape):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
