@@ -119,6 +119,13 @@ def bad_request(change):
     return request
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """No reseeding per test (conftest's): tf.random.set_seed clears TF's caches, so every
+    test would instantiate the reloaded functions again (~1 s each). Nothing here is random
+    but the export, which seeds itself, and good_request, which has its own generator."""
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """algo -> its SavedModel version folder; each algorithm exported once, untrained."""
