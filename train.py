@@ -59,8 +59,8 @@ for name, help_text in [("meta_lr", "outer learning rate (Reptile: ε, annealed 
                         ("lr_decay_rate", "learning-rate multiplier every --lr_decay_every"),
                         ("inner_lr", "inner-loop learning rate (MAML, Reptile)")]:
     flags.DEFINE_float(name, None, f"{help_text} {PROTOCOL}")
-    flags.register_validator(name, lambda v: v is None or v > 0,
-                             message=f"--{name} must be positive")
+    flags.register_validator(name, lambda v: v is None or 0 < v < math.inf,
+                             message=f"--{name} must be positive and finite")
 for name, help_text, low in [
         ("controller_units", "MANN: LSTM controller units", 1),
         ("memory_slots", "MANN: memory rows", 1),
@@ -171,9 +171,16 @@ def prepare(replicas=1):
     if FLAGS.meta_batch_size % replicas:
         raise ValueError(f"--meta_batch_size={FLAGS.meta_batch_size} does not split evenly "
                          f"over the {replicas} replicas of --strategy={FLAGS.strategy}")
-    for path in (FLAGS.model_dir, FLAGS.export_dir):
-        if path and os.path.exists(path) and not os.access(path, os.W_OK):
-            raise ValueError(f"{path!r} is not writable")
+    adapted_dir = FLAGS.export_dir + "_adapted" if FLAGS.export_adapted else ""
+    for path in (FLAGS.model_dir, FLAGS.export_dir, adapted_dir):
+        if path:
+            export.check_writable(path)
+    if FLAGS.eval_only and not training.has_checkpoint(os.path.join(FLAGS.model_dir,
+                                                                     "checkpoints")):
+        raise ValueError(f"--eval_only needs a trained run in --model_dir={FLAGS.model_dir} "
+                         "(no checkpoint there)")
+    if FLAGS.export_adapted and not FLAGS.export_dir:
+        raise ValueError("--export_adapted writes to <export_dir>_adapted: it needs --export_dir")
     FLAGS.eval_every = min(FLAGS.eval_every, FLAGS.steps)
     if FLAGS.steps % FLAGS.eval_every:
         raise ValueError(f"--steps={FLAGS.steps} is not a multiple of "
@@ -183,10 +190,6 @@ def prepare(replicas=1):
         raise ValueError(f"--checkpoint_every={FLAGS.checkpoint_every} does not divide "
                          f"--eval_every={FLAGS.eval_every}")
     train, val, test, input_shape = episode_streams()
-    if FLAGS.eval_only and not training.has_checkpoint(os.path.join(FLAGS.model_dir,
-                                                                     "checkpoints")):
-        raise ValueError(f"--eval_only needs a trained run in --model_dir={FLAGS.model_dir} "
-                         "(no checkpoint there)")
     regression = FLAGS.dataset == "sinusoid"
     learner = tf_meta.build_learner(
         FLAGS.algo, input_shape, ways=1 if regression else FLAGS.train_ways,
@@ -195,7 +198,16 @@ def prepare(replicas=1):
     if learner.max_ways and FLAGS.ways > learner.max_ways:  # MAML, Reptile: a fixed head
         raise ValueError(f"--ways={FLAGS.ways} exceeds the {learner.max_ways}-way head "
                          "trained with --train_ways")
-    return learner, hyper, train, val, test, input_shape
+    support = adapted_support(learner, test, input_shape) if FLAGS.export_adapted else None
+    return learner, hyper, train, val, test, input_shape, support
+
+
+def parse_flags(argv):
+    """absl's parser, with flag errors as the one-line `train.py: error:` of every bad input."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"train.py: error: {e}")
 
 
 def main(argv):
@@ -207,7 +219,7 @@ def main(argv):
     try:
         strategy = training.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
         with strategy.scope():
-            learner, hyper, train, val, test, input_shape = prepare(
+            learner, hyper, train, val, test, input_shape, support = prepare(
                 strategy.num_replicas_in_sync)
         model_dir = training.worker_directory(strategy, FLAGS.model_dir)
         os.makedirs(model_dir, exist_ok=True)
@@ -264,19 +276,27 @@ def main(argv):
                                      metadata={"algo": FLAGS.algo, "test": result})
         print(f"exported SavedModel to {path}")
     if FLAGS.export_adapted:
-        support = adapted_support(test, input_shape)
         path = export.export_adapted(learner, *support, FLAGS.export_dir + "_adapted",
                                      metadata={"algo": FLAGS.algo, "support": FLAGS.export_adapted})
         print(f"exported the adapted learner to {path}")
 
 
-def adapted_support(test, input_shape):
+def adapted_support(learner, test, input_shape):
     """(support images, labels) for --export_adapted: a class-folder tree or 'test_episode'."""
+    if not hasattr(learner, "adapt"):
+        raise ValueError(f"--export_adapted needs an algorithm with an inner loop (maml, "
+                         f"fomaml, reptile), not --algo={FLAGS.algo}")
     if FLAGS.export_adapted == "test_episode":
         episode = next(iter(test))
         return episode.support_x[0], episode.support_y[0]
+    if learner.regression:
+        raise ValueError("--export_adapted=<image folder> needs an image dataset; for "
+                         "--dataset=sinusoid use --export_adapted=test_episode")
     source = data.folder(FLAGS.export_adapted, image_size=input_shape[0],
                          channels=input_shape[-1])
+    if source.num_classes > learner.max_ways:
+        raise ValueError(f"--export_adapted={FLAGS.export_adapted} has {source.num_classes} "
+                         f"classes, more than the {learner.max_ways}-way head")
     images = [source.examples[c, i] for c in range(source.num_classes)
               for i in range(source.counts[c])]
     labels = [c for c in range(source.num_classes) for _ in range(source.counts[c])]
@@ -284,4 +304,4 @@ def adapted_support(test, input_shape):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

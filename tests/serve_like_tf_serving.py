@@ -1,6 +1,8 @@
-"""Answers a TF Serving REST predict body from a SavedModel, without tf_meta.
+"""Answers TF Serving REST predict bodies from a SavedModel, without tf_meta.
 
-Usage: python serve_like_tf_serving.py SAVED_MODEL_DIR REQUEST_JSON  -> {"outputs": {...}}
+Usage: python serve_like_tf_serving.py SAVED_MODEL_DIR REQUEST_JSON [REQUEST_JSON ...]
+  -> one line per request: {"outputs": {...}}, or {"error": "..."} as TF Serving answers a
+  request the model refuses (HTTP 400).
 
 Run as a separate process: tf_meta is made unimportable first, so the export must stand on
 its own, as it does inside TF Serving. Inputs are converted to the signature's dtypes the way
@@ -15,15 +17,20 @@ sys.modules["tf_meta"] = None  # any `import tf_meta` now raises ImportError
 import tensorflow as tf  # noqa: E402
 
 
-def main(model_dir, request_path):
+def main(model_dir, *request_paths):
     signature = tf.saved_model.load(model_dir).signatures["serving_default"]
     specs = signature.structured_input_signature[1]
-    with open(request_path) as f:
-        body = json.load(f)
-    inputs = {name: tf.constant(value, dtype=specs[name].dtype)
-              for name, value in body["inputs"].items()}
-    outputs = signature(**inputs)
-    json.dump({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}, sys.stdout)
+    for request_path in request_paths:
+        with open(request_path) as f:
+            body = json.load(f)
+        inputs = {name: tf.constant(value, dtype=specs[name].dtype)
+                  for name, value in body["inputs"].items()}
+        try:
+            outputs = signature(**inputs)
+        except tf.errors.InvalidArgumentError as e:  # TF Serving: 400 with the op's message
+            print(json.dumps({"error": e.message}))
+            continue
+        print(json.dumps({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}))
 
 
 if __name__ == "__main__":

@@ -187,19 +187,3 @@ def test_a_failed_export_leaves_no_version_folder(learner, tmp_path, monkeypatch
     with pytest.raises(OSError, match="disk full"):
         export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1))
     assert os.listdir(tmp_path / "model") == []
-
-
-@pytest.mark.parametrize("change,message", [
-    (lambda r: r.update(support_labels=[0, 1, 3, 3, 4]), "cover 0..ways-1"),
-    (lambda r: r.update(support_labels=[0, -1, 2, 3, 4]), "must be >= 0"),
-    (lambda r: r.update(support_labels=[0, 1, 2, 3]), "differ in length"),
-    (lambda r: r["query_images"][0][0][0].__setitem__(0, float("nan")), "NaN or Inf"),
-])
-def test_bad_requests_fail_inside_the_graph(exported, change, message):
-    request = json.loads(REQUEST.read_text())["inputs"]
-    change(request)
-    signature = tf.saved_model.load(exported).signatures["serving_default"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        signature(support_images=tf.constant(request["support_images"], tf.float32),
-                  support_labels=tf.constant(request["support_labels"], tf.int32),
-                  query_images=tf.constant(request["query_images"], tf.float32))

@@ -6,7 +6,9 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import ROOT
 
@@ -74,19 +76,98 @@ BAD_FLAGS = [
     (["--algo=snail", "--ways=6", "--train_ways=5"], "--ways=6 exceeds the 5-way head"),
     (["--algo=mann", "--usage_decay=1.5"], "--usage_decay must be in (0, 1]"),
     (["--algo=reptile", "--parallel_tasks=2"], "--parallel_tasks does not apply"),
+    (["--meta_lr=inf"], "--meta_lr must be positive and finite"),
+    (["--algo=maml", "--inner_lr=-1"], "--inner_lr must be positive"),
+    (["--lr_decay_rate=0"], "--lr_decay_rate must be positive"),
+    (["--eval_every=0"], "--eval_every=0"),
+    (["--nope=1"], "Unknown command line flag 'nope'"),
+    (["--flagfile={tmp}/missing.txt"], "missing.txt"),
+    (["--dataset=folder"], "--dataset=folder needs --data_dir"),
+    (["--eval_only"], "--eval_only needs a trained run in --model_dir="),
+    (["--export_adapted=test_episode"], "--export_adapted needs an algorithm with an inner loop"),
+    (["--algo=maml", "--export_adapted=test_episode", "--export_dir="], "it needs --export_dir"),
+    (["--algo=maml", "--export_adapted={tmp}/missing"], "does not exist"),
+    (["--algo=maml", "--dataset=sinusoid", "--export_adapted={tmp}/support"],
+     "needs an image dataset"),
+    (["--algo=maml", "--export_adapted={tmp}/support"], "has 6 classes, more than the 5-way head"),
+    (["--model_dir={tmp}/a_file/run"], "is not a folder"),
+    (["--export_dir={tmp}/a_file/export"], "is not a folder"),
+    (["--export_dir={tmp}/a_file"], "is not a folder"),
+    (["--algo=maml", "--export_adapted=test_episode", "--export_dir={tmp}/a_file_adapted/m"],
+     "is not a folder"),
+    (["--checkpoint_every=3"], "--checkpoint_every=3 does not divide --eval_every=2"),
+    (["--strategy=multi_worker"], "--strategy=multi_worker needs TF_CONFIG"),
+    (["--strategy=mirrored", "--cpu_replicas=2", "--meta_batch_size=3"],
+     "--meta_batch_size=3 does not split evenly over the 2 replicas"),
 ]
+
+
+def tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def assert_one_line_error_and_nothing_written(done, message, tmp_path, before):
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = own_lines(done.stderr)
+    assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]
+    assert lines[0].startswith("train.py: error: ")
+    assert tree(tmp_path) == before  # no model dir, no export version, no flags.txt
 
 
 @pytest.mark.parametrize("flags,message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
 def test_bad_flags_fail_with_one_line_and_leave_nothing(tmp_path, flags, message):
     model_dir, export_dir = tmp_path / "run", tmp_path / "export"
-    done = run_train(TINY + [f"--model_dir={model_dir}", f"--export_dir={export_dir}"] + flags,
-                     tmp_path)
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    lines = own_lines(done.stderr)
-    assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]
-    assert not export_dir.exists() and not model_dir.exists()
+    (tmp_path / "a_file").write_text("a file where a folder should be")
+    (tmp_path / "a_file_adapted").write_text("a file where a folder should be")
+    write_folder(tmp_path / "support", {f"c{c}": 2 for c in range(6)})
+    before = tree(tmp_path)
+    done = run_train(TINY + [f"--model_dir={model_dir}", f"--export_dir={export_dir}"]
+                     + [f.format(tmp=tmp_path) for f in flags], tmp_path)
+    assert_one_line_error_and_nothing_written(done, message, tmp_path, before)
+
+
+def write_folder(root, layout):
+    """layout: {class folder: number of PNGs, or file path: its bytes}, relative to root."""
+    os.makedirs(root, exist_ok=True)
+    for path, content in layout.items():
+        if isinstance(content, bytes):
+            os.makedirs((root / path).parent, exist_ok=True)
+            (root / path).write_bytes(content)
+            continue
+        os.makedirs(root / path, exist_ok=True)
+        for i in range(content):
+            pixels = np.full((12, 12, 1), 20 * i, np.uint8)
+            (root / path / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+
+
+SPLIT = {**{f"train/c{c}": 4 for c in range(6)}, **{f"test/c{c}": 4 for c in range(3)}}
+BAD_FOLDERS = [
+    ("an empty folder", {}, "has no class sub-folders"),
+    ("a class folder without images", {**SPLIT, "test/c3/notes.txt": b"no images"},
+     "has no images"),
+    ("a corrupt image", {**SPLIT, "train/c0/4.png": b"not a png"},
+     "cannot read image"),
+    ("an empty image file", {**SPLIT, "test/c1/4.png": b""}, "Input is empty"),
+    ("a class of too few images for shots + query_shots", {**SPLIT, "test/c2": 2},
+     "shots + query_shots = 3 exceeds the examples of 1 class(es) of the test split "
+     "(class 'c2' has 2)"),
+    ("fewer classes than --train_ways",
+     {k: n for k, n in SPLIT.items() if k not in ("train/c4", "train/c5")},
+     "ways=5 exceeds the 4 classes of the train split"),
+    ("one class folder, nothing to split", {"c0": 4}, "too few to split"),
+]
+
+
+@pytest.mark.parametrize("layout,message", [r[1:] for r in BAD_FOLDERS],
+                         ids=[r[0] for r in BAD_FOLDERS])
+def test_bad_image_folders_fail_with_one_line_and_leave_nothing(tmp_path, layout, message):
+    write_folder(tmp_path / "data", layout)
+    before = tree(tmp_path)
+    done = run_train(TINY + ["--dataset=folder", f"--data_dir={tmp_path / 'data'}",
+                             "--train_query_shots=2", f"--model_dir={tmp_path / 'run'}",
+                             f"--export_dir={tmp_path / 'export'}"], tmp_path)
+    assert_one_line_error_and_nothing_written(done, message, tmp_path, before)
 
 
 def test_omniglot_shots_beyond_20_examples_per_class_fail_before_training(tmp_path):

@@ -33,36 +33,76 @@ def next_version(base_path):
     return max(versions, default=0) + 1
 
 
-def check_request(support_images, support_labels, query_images):
+def check_writable(path):
+    """Raises ValueError unless folder `path` exists and is writable, or can be created.
+
+    For any folder a run will write (model dir, export base path), checked before training
+    so a bad path costs a second, not a training run.
+    """
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):  # the nearest ancestor that exists decides
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"cannot write {path!r}: {existing!r} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path!r}: {existing!r} is not writable")
+
+
+def check_request(support_images, support_labels, query_images, input_shape, max_ways=None):
     """In-graph validation of a serving request; raises InvalidArgumentError, never garbage.
 
-    Returns the number of ways (scalar int32) once the labels are known to be usable.
+    Every check is a graph op, so it travels with the SavedModel: the signature's declared
+    shapes are not enforced when a loaded function or TF Serving feeds a tensor, and a
+    wrong-rank image batch would otherwise reach the convolutions (which abort the process).
+
+    Args:
+      support_images: [S, *input_shape] float32; support_labels: [S] int32 in [0, ways),
+        every class present; query_images: [Q, *input_shape] float32.
+      input_shape: the shape of one example the learner was exported for, e.g. (28, 28, 1).
+      max_ways: the size of the learner's output head (MAML, Reptile, MANN, SNAIL), or None
+        when any number of classes works (ProtoNet, RelationNet).
+
+    Returns:
+      (support_images, support_labels, query_images), each computed only after every
+      check passed, with the static shapes the learner expects.
     """
+    # EnsureShape checks rank and every dimension at run time, before anything reads pixels.
+    support_images = tf.ensure_shape(support_images, [None, *input_shape])
+    query_images = tf.ensure_shape(query_images, [None, *input_shape])
+    support_labels = tf.ensure_shape(support_labels, [None])
+    size = tf.size(support_labels)
     checks = [
-        tf.debugging.assert_positive(tf.size(support_labels),
-                                     message="support set is empty"),
+        tf.debugging.assert_positive(size, message="support set is empty"),
         tf.debugging.assert_positive(tf.shape(query_images)[0], message="query set is empty"),
-        tf.debugging.assert_equal(tf.shape(support_images)[0], tf.shape(support_labels)[0],
+        tf.debugging.assert_equal(tf.shape(support_images)[0], size,
                                   message="support_images and support_labels differ in length"),
         tf.debugging.assert_non_negative(support_labels,
                                          message="support_labels must be >= 0"),
+    ]
+    if max_ways is not None:  # before the coverage checks: the head is the clearer message
+        checks.append(tf.debugging.assert_less(
+            support_labels, max_ways,
+            message=f"support_labels must be below {max_ways}, the ways of the exported head"))
+    uncovered = "support_labels must cover 0..ways-1, each class at least once"
+    checks += [
+        # A label >= S leaves some class without an example; checked before the label is
+        # used as a segment count, which would otherwise allocate label-many counters.
+        tf.debugging.assert_less(support_labels, size, message=uncovered),
         tf.debugging.assert_all_finite(support_images, "support_images has NaN or Inf"),
         tf.debugging.assert_all_finite(query_images, "query_images has NaN or Inf"),
     ]
     with tf.control_dependencies(checks):
         ways = num_ways(support_labels)
         present = tf.math.unsorted_segment_sum(tf.ones_like(support_labels), support_labels, ways)
-    with tf.control_dependencies([tf.debugging.assert_positive(
-            present, message="support_labels must cover 0..ways-1, each class at least once")]):
-        return tf.identity(ways)
+    with tf.control_dependencies([tf.debugging.assert_positive(present, message=uncovered)]):
+        # nothing reads the inputs before they are checked
+        return tuple(tf.identity(t) for t in (support_images, support_labels, query_images))
 
 
-def serving_outputs(learner, support_images, support_labels, query_images):
+def serving_outputs(learner, support_images, support_labels, query_images, input_shape):
     """The `serving_default` computation: dict of logits, probabilities, classes."""
-    ways = check_request(support_images, support_labels, query_images)
-    with tf.control_dependencies([ways]):  # nothing reads the inputs before they are checked
-        support_images, support_labels, query_images = (
-            tf.identity(t) for t in (support_images, support_labels, query_images))
+    support_images, support_labels, query_images = check_request(
+        support_images, support_labels, query_images, input_shape, learner.max_ways)
     query_y = tf.zeros(tf.shape(query_images)[:1], tf.int32)  # unread by query_logits
     episode = Episode(support_images, support_labels, query_images, query_y)
     logits = learner.query_logits(episode, training=False)
@@ -112,7 +152,8 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None)
             base_path, version, metadata)
 
     def serve(support_images, support_labels, query_images):
-        return serving_outputs(learner, support_images, support_labels, query_images)
+        return serving_outputs(learner, support_images, support_labels, query_images,
+                               input_shape)
 
     signature = [tf.TensorSpec([None, *input_shape], tf.float32, "support_images"),
                  tf.TensorSpec([None], tf.int32, "support_labels"),
@@ -141,11 +182,16 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
     support_images = tf.cast(support_images, tf.float32)
     support_labels = tf.cast(support_labels, tf.float32 if learner.regression else tf.int32)
     if not learner.regression:
-        check_request(support_images, support_labels, support_images)
+        check_request(support_images, support_labels, support_images,
+                      support_images.shape[1:], learner.max_ways)
     fast = [tf.constant(w) for w in learner.adapt(support_images, support_labels,
                                                    training=False)]
 
     def serve(images):
+        images = tf.ensure_shape(images, [None, *support_images.shape[1:]])  # see check_request
+        with tf.control_dependencies([tf.debugging.assert_all_finite(
+                images, "images has NaN or Inf")]):
+            images = tf.identity(images)
         episode = Episode(support_images, support_labels, images, None)
         logits = learner.score(fast, episode, training=False)
         if learner.regression:

@@ -6,6 +6,7 @@ episode with a couple of gathers. Splits are made over *classes*, never examples
 
 import json
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -173,7 +174,8 @@ def _read_image(file, image_size, channels, invert):
         image = tf.io.decode_image(tf.io.read_file(file), channels=channels,
                                    expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-        raise ValueError(f"cannot read image {file!r}: {e.message.splitlines()[0]}") from None
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message.splitlines()[0]).strip()
+        raise ValueError(f"cannot read image {file!r}: {reason}") from None
     image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], method="area")
     if invert:
         image = 255.0 - image
@@ -202,12 +204,20 @@ def folder_splits(path, fractions=(0.7, 0.15, 0.15), seed=0, **image_args):
 
 
 def split_classes(source, fractions, seed):
-    """Disjoint train/val/test Sources from one Source, by a seeded class shuffle."""
+    """Disjoint train/val/test Sources from one Source, by a seeded class shuffle.
+
+    Raises:
+      ValueError: too few classes for a train and a test split (val may come out empty).
+    """
     order = np.random.default_rng(seed).permutation(source.num_classes)
     bounds = np.cumsum(np.round(np.asarray(fractions) * source.num_classes).astype(int))[:-1]
-    return {name: _subset(source, np.sort(ids))
-            for name, ids in zip(("train", "val", "test"), np.split(order, bounds))
-            if len(ids)}
+    splits = {name: _subset(source, np.sort(ids))
+              for name, ids in zip(("train", "val", "test"), np.split(order, bounds))
+              if len(ids)}
+    if "train" not in splits or "test" not in splits:
+        raise ValueError(f"{source.num_classes} class(es) are too few to split into train and "
+                         f"test classes by the fractions {tuple(fractions)}")
+    return splits
 
 
 def _subset(source, ids):
