@@ -1,5 +1,6 @@
 """train.py end to end: a tiny run leaves its artefacts; bad flags fail fast and leave none."""
 
+import concurrent.futures
 import json
 import os
 import re
@@ -115,16 +116,32 @@ def assert_one_line_error_and_nothing_written(done, message, tmp_path, before):
     assert tree(tmp_path) == before  # no model dir, no export version, no flags.txt
 
 
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """flags -> (train.py's CompletedProcess, its folder, the folder's files before the run).
+
+    Each row is its own train.py process (a fresh interpreter is the honest check of exit
+    code and stderr); they run two at a time, as most of their time is importing TF.
+    """
+    def run(flags):
+        folder = tmp_path_factory.mktemp("bad_flags")
+        (folder / "a_file").write_text("a file where a folder should be")
+        (folder / "a_file_adapted").write_text("a file where a folder should be")
+        write_folder(folder / "support", {f"c{c}": 2 for c in range(6)})
+        before = tree(folder)
+        done = run_train(TINY + [f"--model_dir={folder / 'run'}",
+                                 f"--export_dir={folder / 'export'}"]
+                         + [f.format(tmp=folder) for f in flags], folder)
+        return tuple(flags), (done, folder, before)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, [flags for flags, _ in BAD_FLAGS]))
+
+
 @pytest.mark.parametrize("flags,message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
-def test_bad_flags_fail_with_one_line_and_leave_nothing(tmp_path, flags, message):
-    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
-    (tmp_path / "a_file").write_text("a file where a folder should be")
-    (tmp_path / "a_file_adapted").write_text("a file where a folder should be")
-    write_folder(tmp_path / "support", {f"c{c}": 2 for c in range(6)})
-    before = tree(tmp_path)
-    done = run_train(TINY + [f"--model_dir={model_dir}", f"--export_dir={export_dir}"]
-                     + [f.format(tmp=tmp_path) for f in flags], tmp_path)
-    assert_one_line_error_and_nothing_written(done, message, tmp_path, before)
+def test_bad_flags_fail_with_one_line_and_leave_nothing(bad_flag_runs, flags, message):
+    done, folder, before = bad_flag_runs[tuple(flags)]
+    assert_one_line_error_and_nothing_written(done, message, folder, before)
 
 
 def write_folder(root, layout):
