@@ -1,1 +1,1 @@
-"""Benchmarks of tf_meta against the PyTorch peer: `python -m benchmarks.run` (docs/PERFORMANCE.md)."""
+"""Benchmarks against the PyTorch peer: `python -m benchmarks.run` (docs/PERFORMANCE.md)."""
