@@ -1,24 +1,16 @@
 #!/bin/bash
-# Same run, same machine: ../shared/bench/peer_torch.py and tf_meta back to back for each
-# configuration; one JSON line per run on stdout (docs/RESULTS.md, throughput table).
+# The configurations of docs/RESULTS.md's throughput table against the PyTorch peer, each in the
+# same run: a thin wrapper over `python -m benchmarks.run` (docs/PERFORMANCE.md).
 #   PEER_PYTHON=/tmp/peerenv/bin/python bash benchmarks/compare_peer.sh > bench.jsonl
+#   BENCH_FLAGS=--target_seconds=1 bash benchmarks/compare_peer.sh   # a quick smoke run
 cd "$(dirname "$0")/.."
 PEER_PYTHON=${PEER_PYTHON:-/tmp/peerenv/bin/python}
-PEER=${PEER:-../shared/bench/peer_torch.py}
 PYTHON=${PYTHON:-python}
-run_tf() { PYTHONPATH=. $PYTHON benchmarks/train_throughput.py "$@" 2>/dev/null; }
-run_peer() { "$PEER_PYTHON" "$PEER" "$@" 2>/dev/null; }
-run_peer --algo maml
-run_tf --algo=maml
-run_tf --algo=maml --parallel_tasks=2
-TF_ENABLE_ONEDNN_OPTS=0 run_tf --algo=maml
-run_peer --algo maml
-for algo in fomaml reptile protonet; do
-  run_peer --algo $algo
-  run_tf --algo=$algo
-done
-for k in 3 5; do
-  run_peer --algo maml --inner-steps $k
-  run_tf --algo=maml --inner_steps=$k
-done
-for algo in relationnet snail mann; do run_tf --algo=$algo; done
+run() { PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} $PYTHON -m benchmarks.run --nopipeline $BENCH_FLAGS "$@"; }
+compare() { run --compare --peer_python="$PEER_PYTHON" "$@"; }
+compare --algos=maml,fomaml,reptile,protonet
+compare --algos=maml --parallel_tasks=2
+TF_ENABLE_ONEDNN_OPTS=0 run --algos=maml
+compare --algos=maml --inner_steps=3
+compare --algos=maml --inner_steps=5
+run --algos=relationnet,snail,mann

@@ -1,0 +1,1 @@
+"""Benchmarks against the PyTorch peer: `python -m benchmarks.run` (docs/PERFORMANCE.md)."""

@@ -1,0 +1,226 @@
+"""Served latency: each algorithm's SavedModel loaded as TF Serving loads it, timed per request.
+
+For each algorithm and request size (default 5-way 1-shot and 20-way 5-shot, one query per
+class), a fresh process that cannot import tf_meta loads the export with
+`tf.saved_model.load(path).signatures["serving_default"]` and times `--calls` requests after
+`--warmup_calls` untimed ones. One JSON line each (kind "serving"): p50_ms, p99_ms, mean_ms,
+max_ms, first_call_ms, load_seconds. A request the export cannot answer (a head with fewer
+outputs than the request's ways) gives p50_ms null and the model's own error as the reason.
+
+The exports are freshly initialised learners (latency does not depend on the weights),
+written by one process that imports tf_meta: MAML/FOMAML adapt with 3 inner steps inside the
+served graph, Reptile with its protocol's 50; learners with a fixed head (MAML, FOMAML,
+Reptile, MANN, SNAIL) are exported once per request size with a head of the request's ways
+(SNAIL covering the request's sequence, ways x shots + 1). `--model_root` times existing
+exports instead, <model_root>/<algo>/<highest version>, as TF Serving would pick.
+
+  python -m benchmarks.serving_latency
+  python -m benchmarks.serving_latency --algos=protonet,maml --calls=500
+  python -m benchmarks.serving_latency --model_root=saved_models --algos=protonet
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+ALGOS = ("maml", "fomaml", "protonet", "reptile", "relationnet", "mann", "snail")
+# Inner steps of the served adaptation; the others have no inner loop.
+TEST_INNER_STEPS = {"maml": 3, "fomaml": 3, "reptile": 50}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("algos", list(ALGOS), "algorithms to serve")
+flags.DEFINE_list("requests", ["5x1", "20x5"], "request sizes, WAYSxSHOTS")
+flags.DEFINE_integer("query_shots", 1, "query images per class in a request")
+flags.DEFINE_integer("calls", 200, "timed calls per request", lower_bound=1)
+flags.DEFINE_integer("warmup_calls", 10, "untimed calls after the first one")
+flags.DEFINE_string("model_root", None, "time existing exports <model_root>/<algo>/<version> "
+                    "instead of exporting fresh learners")
+flags.DEFINE_string("export_root", None, "where fresh exports go (default: a temporary "
+                    "folder, removed at the end)")
+# Internal: the two kinds of worker process this script starts.
+flags.DEFINE_string("export_to", None, "(worker) export --algos for --requests here")
+flags.DEFINE_string("time_model", None, "(worker) time this SavedModel")
+flags.DEFINE_integer("ways", 5, "(worker) request ways")
+flags.DEFINE_integer("shots", 1, "(worker) request shots")
+
+
+def parse_requests(requests):
+    """["5x1", "20x5"] -> [(5, 1), (20, 5)]."""
+    try:
+        return [tuple(int(n) for n in r.split("x")) for r in requests]
+    except ValueError:
+        raise app.UsageError(f"--requests must be WAYSxSHOTS, got {requests}") from None
+
+
+def request_name(ways, shots):
+    return f"{ways}-way {shots}-shot"
+
+
+def export_all(root, algos, requests):
+    """Exports fresh learners for every (algo, request) into `root`; prints a manifest line each.
+
+    One export per algorithm serves every request when its learner takes any number of
+    ways; otherwise one per request, with a head of the request's ways.
+    """
+    import tf_meta
+    from benchmarks import workloads
+    from tf_meta import export
+    for algo in algos:
+        done = {}
+        for ways, shots in requests:
+            config = workloads.WORKLOADS[algo]._replace(ways=ways, shots=shots)
+            hyper = workloads.hyperparameters(algo, config)
+            if algo in TEST_INNER_STEPS:
+                hyper["test_inner_steps"] = TEST_INNER_STEPS[algo]
+            learner = tf_meta.build_learner(algo, (28, 28, 1), ways=ways, **hyper)
+            key = None if learner.max_ways is None else (ways, shots)
+            if key not in done:
+                done[key] = export.export_learner(
+                    learner, os.path.join(root, f"{algo}_{ways}way_{shots}shot"), (28, 28, 1),
+                    version=1, metadata={"algo": algo, **hyper})
+            print(json.dumps({"algo": algo, "ways": ways, "shots": shots, "path": done[key],
+                              "head_ways": learner.max_ways,
+                              "test_inner_steps": hyper.get("test_inner_steps")}), flush=True)
+
+
+def time_model(path, ways, shots, query_shots, calls, warmup_calls):
+    """The latency record of one SavedModel and request size, in a process without tf_meta."""
+    if "tf_meta" in sys.modules:
+        raise RuntimeError("the timing process must not import tf_meta")
+    sys.modules["tf_meta"] = None  # as in TF Serving: any `import tf_meta` now fails
+    import numpy as np
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    load_seconds = time.perf_counter() - start
+    image_shape = signature.structured_input_signature[1]["support_images"].shape[1:]
+    rng = np.random.default_rng(0)
+    inputs = {  # pixels 0-255, labels 0..ways-1: the README's request format
+        "support_images": tf.constant(rng.uniform(0, 255, (ways * shots, *image_shape)),
+                                      tf.float32),
+        "support_labels": tf.constant(np.repeat(np.arange(ways), shots), tf.int32),
+        "query_images": tf.constant(rng.uniform(0, 255, (ways * query_shots, *image_shape)),
+                                    tf.float32)}
+
+    def call():
+        return {k: v.numpy() for k, v in signature(**inputs).items()}  # the answer is ready
+
+    record = {"kind": "serving", "request": request_name(ways, shots), "ways": ways,
+              "shots": shots, "query_shots": query_shots, "model": path}
+    start = time.perf_counter()
+    try:
+        logits = call()["logits"]
+    except tf.errors.InvalidArgumentError as e:
+        lines = e.message.splitlines()
+        reason = next((line for line in lines if line.startswith("assertion failed")), lines[-1])
+        return {**record, "p50_ms": None, "p99_ms": None,
+                "note": "n/a: the model refused the request: " + reason}
+    first_call = time.perf_counter() - start
+    if logits.shape != (ways * query_shots, ways):
+        raise ValueError(f"logits of shape {logits.shape} for a {ways}-way request")
+    for _ in range(warmup_calls):
+        call()
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    ms = 1000 * np.asarray(seconds)
+    return {**record, "calls": calls, "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "mean_ms": round(ms.mean(), 3),
+            "max_ms": round(ms.max(), 3), "first_call_ms": round(1000 * first_call, 1),
+            "load_seconds": round(load_seconds, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "tensorflow": tf.__version__}
+
+
+def run_json(command, env, cwd):
+    """(JSON records on the command's stdout, error record or None)."""
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not records:
+        return records, {"kind": "error", "what": "serving", "command": " ".join(command),
+                         "returncode": result.returncode, "stderr_tail": result.stderr[-2000:]}
+    return records, None
+
+
+def existing_exports(model_root, algos, requests):
+    """Manifest rows for <model_root>/<algo>/<highest integer version>."""
+    rows = []
+    for algo in algos:
+        base = os.path.join(model_root, algo)
+        versions = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
+        for ways, shots in requests:
+            rows.append({"algo": algo, "ways": ways, "shots": shots,
+                         "path": os.path.join(base, str(max(versions))) if versions else None})
+    return rows
+
+
+def serve_all(export_root):
+    """Exports (unless --model_root) and times every request; prints one record each."""
+    requests = parse_requests(FLAGS.requests)
+    env = dict(os.environ)
+    ok = True
+    if FLAGS.model_root:
+        manifest = existing_exports(FLAGS.model_root, FLAGS.algos, requests)
+    else:
+        manifest, error = run_json(
+            [sys.executable, "-m", "benchmarks.serving_latency", f"--export_to={export_root}",
+             f"--algos={','.join(FLAGS.algos)}", f"--requests={','.join(FLAGS.requests)}"],
+            env, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if error:
+            print(json.dumps(error), flush=True)
+            ok = False
+    # The timing processes get no path to this checkout, besides blocking tf_meta.
+    bare = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    for row in manifest:
+        info = {k: row.get(k) for k in ("algo", "head_ways", "test_inner_steps") if k in row}
+        if row["path"] is None:
+            print(json.dumps({"kind": "serving", **info, "request": request_name(row["ways"],
+                                                                                row["shots"]),
+                              "p50_ms": None, "p99_ms": None,
+                              "note": f"n/a: no export under {FLAGS.model_root}"}), flush=True)
+            continue
+        records, error = run_json(
+            [sys.executable, os.path.abspath(__file__), f"--time_model={row['path']}",
+             f"--ways={row['ways']}", f"--shots={row['shots']}",
+             f"--query_shots={FLAGS.query_shots}", f"--calls={FLAGS.calls}",
+             f"--warmup_calls={FLAGS.warmup_calls}"], bare, tempfile.gettempdir())
+        if error:
+            print(json.dumps({**error, "algo": row["algo"]}), flush=True)
+            ok = False
+            continue
+        print(json.dumps({"kind": "serving", **info, **records[-1]}), flush=True)
+    return ok
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    unknown = sorted(set(FLAGS.algos) - set(ALGOS))
+    if unknown:
+        raise app.UsageError(f"unknown --algos {unknown}; choose from {list(ALGOS)}")
+    if FLAGS.time_model:
+        print(json.dumps(time_model(FLAGS.time_model, FLAGS.ways, FLAGS.shots, FLAGS.query_shots,
+                                    FLAGS.calls, FLAGS.warmup_calls)), flush=True)
+    elif FLAGS.export_to:
+        export_all(FLAGS.export_to, FLAGS.algos, parse_requests(FLAGS.requests))
+    elif FLAGS.export_root:
+        sys.exit(0 if serve_all(FLAGS.export_root) else 1)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tf_meta_serving_") as root:
+            ok = serve_all(root)
+        sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    app.run(main)
