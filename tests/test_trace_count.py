@@ -107,8 +107,7 @@ def test_reptile_graph_is_flat_in_inner_steps_and_the_meta_batch():
     assert step_ops("reptile", meta_batch_size=4) == five_steps
 
 
-@pytest.mark.xfail(strict=True, reason="Adam creates its slot variables inside the first trace "
-                   "of the step, so tf.function traces it a second time (its variable-creation "
-                   "protocol); building the optimizer before the first step saves that trace")
 def test_fit_traces_once_without_a_prebuilt_optimizer():
+    # Adam creating its slots inside the first trace would make tf.function trace the step
+    # a second time; MetaLearner builds the optimizer before fit's first step.
     assert len(traced_fit("protonet", build_optimizer=False)) == 1
