@@ -101,6 +101,7 @@ def build(algo, config, parallel_tasks=1, xla=False):
     meta_lr = 1.0 if algo == "reptile" else 1e-3
     learner.compile(optimizer=learner.meta_optimizer(meta_lr, 100000, 100000, 1.0),
                     jit_compile=bool(xla))
+    learner.optimizer.build(learner.trainable_variables)  # as fit() does: one trace, not two
     return learner
 
 
