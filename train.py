@@ -72,6 +72,10 @@ for name, help_text, low in [
 flags.DEFINE_float("usage_decay", None, f"MANN: memory usage decay γ {PROTOCOL}")
 flags.register_validator("usage_decay", lambda v: v is None or 0 < v <= 1,
                          message="--usage_decay must be in (0, 1]")
+flags.DEFINE_float("key_strength", None, "MANN: β of its reads, softmax(β·cosine); 1 is the "
+                  f"paper's {PROTOCOL}")
+flags.register_validator("key_strength", lambda v: v is None or v > 0,
+                         message="--key_strength must be positive")
 flags.DEFINE_bool("transductive", True, "BatchNorm statistics from the whole query batch at "
                   "test (MAML, Reptile, RelationNet); --notransductive: see each algorithm's "
                   "docstring")
@@ -99,7 +103,8 @@ flags.DEFINE_integer("cpu_replicas", 1, "--strategy=mirrored without GPUs: repli
 flags.DEFINE_bool("eval_only", False, "skip training: restore model_dir's checkpoint, evaluate")
 HYPER = ("inner_lr", "inner_steps", "test_inner_steps", "inner_batch_size",
          "test_inner_batch_size", "transductive", "controller_units", "memory_slots",
-         "memory_width", "read_heads", "usage_decay", "sequence_length", "parallel_tasks")
+         "memory_width", "read_heads", "usage_decay", "key_strength", "sequence_length",
+         "parallel_tasks")
 
 
 FLAG_NAMES = [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]

@@ -52,6 +52,18 @@ def conv4(input_shape, filters=64, name="conv4"):
         + [keras.layers.Flatten()], name=name)
 
 
+def pixels(input_shape, name="pixels"):
+    """Raw pixels as the item vector, as the MANN paper fed them: rescaled to [0, 1], flattened.
+
+    No weights. Takes uint8-range pixels, like `conv4`, so an export holds the rescaling.
+
+    Returns:
+      keras.Sequential: [batch, H, W, C] pixels -> [batch, H*W*C] float32.
+    """
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Rescaling(1.0 / 255),
+                             keras.layers.Flatten()], name=name)
+
+
 def relation_embedding(input_shape, filters=64, name="relation_embedding"):
     """Relation Networks' embedding: 4 conv blocks, max-pool after the first two only.
 

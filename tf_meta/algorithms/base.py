@@ -184,10 +184,15 @@ class SequenceLearner(BatchedLearner):
     """
 
     @staticmethod
-    def default_backbone(input_shape, ways):
+    def item_embedding(input_shape):
+        """The embedding `default_backbone` labels: Conv-4 for images, an MLP for vectors."""
+        return backbones.embedding_for(input_shape)
+
+    @classmethod
+    def default_backbone(cls, input_shape, ways):
         if not ways:
             raise ValueError("MANN and SNAIL need `ways`, the width of their labels and head")
-        return backbones.LabelledEmbedding(backbones.embedding_for(input_shape), ways)
+        return backbones.LabelledEmbedding(cls.item_embedding(input_shape), ways)
 
     @property
     def max_ways(self):

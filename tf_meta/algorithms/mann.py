@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_meta import backbones
 from tf_meta.algorithms.base import SequenceLearner
 from tf_meta.data.pipeline import episode_stream
 from tf_meta.data.sampling import sample_episode
@@ -18,18 +19,23 @@ INSTANCE_PRESENTATIONS = (1, 2, 3, 4, 5, 10)
 # The memory algebra, as pure functions of one step over a meta-batch of B memories with
 # N slots of width M, addressed by H heads (each head reads and writes with one key).
 
-def cosine_read_weights(keys, memory):
-    """Read weights: softmax over slots of the cosine similarity between key and slot.
+def cosine_read_weights(keys, memory, strength=1.0):
+    """Read weights: softmax over slots of β times the cosine similarity of key and slot.
+
+    The paper's eq. (17-18) is β = 1. A cosine lies in [-1, 1], so there the best slot
+    weighs at most e² ≈ 7.4 times the worst: over 128 slots every read is a near-uniform
+    blur of the memory (see `MANN`). β is NTM's key strength (Graves et al. 2014), fixed.
 
     Args:
       keys: [B, H, M] float32, one key per head.
       memory: [B, N, M] float32 (M_{t-1}).
+      strength: python float β > 0.
     Returns:
       [B, H, N] float32, each row sums to 1.
     """
     similarity = tf.einsum("bhm,bnm->bhn", tf.math.l2_normalize(keys, axis=-1),
                            tf.math.l2_normalize(memory, axis=-1))
-    return tf.nn.softmax(similarity, axis=-1)
+    return tf.nn.softmax(strength * similarity, axis=-1)
 
 
 def least_used(usage, n):
@@ -102,6 +108,13 @@ class MANN(SequenceLearner):
     has its own state): initial memory 1e-6 everywhere, zero usage, read weights and
     reads.
 
+    Key strength (not in the paper): the read weights are softmax(β · cosine) with a fixed
+    β = `key_strength`, NTM's key strength; the paper's eq. (17-18) is β = 1. With β = 1 a
+    read over 128 slots is a near-uniform blur (no slot weighs more than e² times another),
+    and the model sat at the plateau of label bookkeeping (guess a label not yet shown,
+    chance on the binding) for all of 24,000 Omniglot episodes, and for 170,000 episodes of
+    a 3-class toy task that β = 10 learns in 16,000 (docs/RESULTS.md).
+
     Queries: the state after the support set is copied once per query, and each query is
     its own next step from that state, so queries never see each other and their labels
     are never read. `query_logits` returns [Q, ways].
@@ -112,9 +125,11 @@ class MANN(SequenceLearner):
     queries. The training `loss` metric is that objective; the accuracy metric and the
     test/validation loss are the queries' only.
 
-    Features: the paper fed flattened 20x20 pixels; here items are embedded by the backbone,
-    Conv-4 for images and an MLP for vectors (`default_backbone`), trained end to end.
-    BatchNorm uses the meta-batch's statistics in training and the moving ones at test.
+    Features: `default_backbone` gives images as their raw pixels, rescaled and flattened
+    (`backbones.pixels`), as the paper fed them (it downsampled to 20x20 first), and vectors
+    through an MLP. Any `LabelledEmbedding` works, e.g. a Conv-4 trained end to end, whose
+    BatchNorm then uses the meta-batch's statistics in training and the moving ones at test
+    (on a CPU it costs ~7x the raw pixels' time per step).
     Support order: `make_episode_dataset` already shuffles each support set with a
     stateless seed, so the learner keeps the order it is given (a class-major order would
     let the model learn the order instead of the labels).
@@ -128,7 +143,7 @@ class MANN(SequenceLearner):
     """
 
     def __init__(self, backbone, controller_units=200, memory_slots=128, memory_width=40,
-                 read_heads=4, usage_decay=0.95, **kwargs):
+                 read_heads=4, usage_decay=0.95, key_strength=10.0, **kwargs):
         super().__init__(backbone, **kwargs)
         if self.regression or not hasattr(backbone, "ways"):
             raise ValueError("MANN classifies; its backbone must be a "
@@ -137,11 +152,13 @@ class MANN(SequenceLearner):
             raise ValueError(f"MANN sizes must be positive, got controller_units="
                              f"{controller_units}, memory_slots={memory_slots}, "
                              f"memory_width={memory_width}, read_heads={read_heads}")
-        if read_heads > memory_slots or not 0 < usage_decay <= 1:
-            raise ValueError(f"need read_heads <= memory_slots and 0 < usage_decay <= 1, got "
-                             f"{read_heads}, {memory_slots}, {usage_decay}")
+        if read_heads > memory_slots or not 0 < usage_decay <= 1 or not key_strength > 0:
+            raise ValueError(f"need read_heads <= memory_slots, 0 < usage_decay <= 1 and "
+                             f"key_strength > 0, got {read_heads}, {memory_slots}, "
+                             f"{usage_decay}, {key_strength}")
         self.controller_units, self.memory_slots = controller_units, memory_slots
         self.memory_width, self.read_heads, self.usage_decay = memory_width, read_heads, usage_decay
+        self.key_strength = float(key_strength)
         reads = read_heads * memory_width
         self.controller = keras.layers.LSTMCell(controller_units, name="controller")
         self.interface = keras.layers.Dense(read_heads * (memory_width + 1), name="interface")
@@ -149,6 +166,13 @@ class MANN(SequenceLearner):
         self.controller.build((None, backbone.units + backbone.ways + reads))
         self.interface.build((None, controller_units))
         self.head.build((None, controller_units + reads))
+
+    @staticmethod
+    def item_embedding(input_shape):
+        """The paper's input for images, raw pixels (`backbones.pixels`); an MLP for vectors."""
+        if len(input_shape) == 3:
+            return backbones.pixels(input_shape)
+        return backbones.embedding_for(input_shape)
 
     def initial_state(self, batch):
         """A fresh state for `batch` episodes: (h, c, memory, usage, read weights, reads)."""
@@ -168,7 +192,7 @@ class MANN(SequenceLearner):
         keys = tf.tanh(tf.reshape(interface[:, :heads * width], [-1, heads, width]))
         gate = tf.sigmoid(interface[:, heads * width:])
         prev_least_used, erase_slot = least_used(usage, heads)
-        read_weights = cosine_read_weights(keys, memory)
+        read_weights = cosine_read_weights(keys, memory, self.key_strength)
         written = write_weights(gate, prev_read_weights, prev_least_used)
         memory = write_memory(memory, erase_slot, written, keys)
         reads = tf.reshape(read_memory(read_weights, memory), [-1, heads * width])
