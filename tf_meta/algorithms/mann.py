@@ -112,8 +112,8 @@ class MANN(SequenceLearner):
     β = `key_strength`, NTM's key strength; the paper's eq. (17-18) is β = 1. With β = 1 a
     read over 128 slots is a near-uniform blur (no slot weighs more than e² times another),
     and the model sat at the plateau of label bookkeeping (guess a label not yet shown,
-    chance on the binding) for all of 24,000 Omniglot episodes, and for 170,000 episodes of
-    a 3-class toy task that β = 10 learns in 16,000 (docs/RESULTS.md).
+    chance on the binding) for all of 24,000 Omniglot episodes, and for ~175,000 episodes
+    of a 3-class toy task that β = 10 learns in 16,000 (docs/RESULTS.md).
 
     Queries: the state after the support set is copied once per query, and each query is
     its own next step from that state, so queries never see each other and their labels
