@@ -69,6 +69,10 @@ for name, help_text, low in [
         ("sequence_length", "SNAIL: sequence length T its TC blocks cover, ceil(log2 T) dense "
          "blocks each; the protocol's is train_ways x train_shots + 1", 2)]:
     flags.DEFINE_integer(name, None, f"{help_text} {PROTOCOL}", lower_bound=low)
+flags.DEFINE_float("label_scale", None, "SNAIL: the value of a support label's one-hot entry "
+                   "(default: √D, D the embedding width; 1 before this flag existed)")
+flags.register_validator("label_scale", lambda v: v is None or v > 0,
+                         message="--label_scale must be positive")
 flags.DEFINE_float("usage_decay", None, f"MANN: memory usage decay γ {PROTOCOL}")
 flags.register_validator("usage_decay", lambda v: v is None or 0 < v <= 1,
                          message="--usage_decay must be in (0, 1]")
@@ -104,6 +108,7 @@ flags.DEFINE_bool("eval_only", False, "skip training: restore model_dir's checkp
 HYPER = ("inner_lr", "inner_steps", "test_inner_steps", "inner_batch_size",
          "test_inner_batch_size", "transductive", "controller_units", "memory_slots",
          "memory_width", "read_heads", "usage_decay", "key_strength", "sequence_length",
+         "label_scale",
          "parallel_tasks")
 
 

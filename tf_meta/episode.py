@@ -35,7 +35,7 @@ def num_ways(support_y):
 
 
 
-def to_sequence(support_features, support_y, query_features, depth, delayed):
+def to_sequence(support_features, support_y, query_features, depth, delayed, label_scale=1.0):
     """An episode as the input steps of a sequence learner: [features, one-hot label].
 
     The support items come first, with their labels; each query is then one more step,
@@ -52,6 +52,7 @@ def to_sequence(support_features, support_y, query_features, depth, delayed):
       query_features: [..., Q, D] float (Q may be 0).
       depth: python int, width of the one-hot label channel.
       delayed: MANN's one-step label delay (see above).
+      label_scale: python float, the value of a label's hot entry (SNAIL scales it up).
 
     Returns:
       (support_steps [..., S, D + depth], query_steps [..., Q, D + depth]).
@@ -63,7 +64,8 @@ def to_sequence(support_features, support_y, query_features, depth, delayed):
         tf.cast(support_y, tf.int32), depth,
         message=f"labels must be below {depth}, the label width (the learner's max_ways)")
     with tf.control_dependencies([check]):
-        onehot = tf.one_hot(support_y, depth, dtype=support_features.dtype)  # [..., S, depth]
+        onehot = label_scale * tf.one_hot(support_y, depth,
+                                          dtype=support_features.dtype)  # [..., S, depth]
     no_label = tf.zeros_like(query_features[..., :1])  # [..., Q, 1]
     if delayed:
         support_labels = tf.concat([tf.zeros_like(onehot[..., :1, :]), onehot[..., :-1, :]],
