@@ -108,8 +108,7 @@ flags.DEFINE_bool("eval_only", False, "skip training: restore model_dir's checkp
 HYPER = ("inner_lr", "inner_steps", "test_inner_steps", "inner_batch_size",
          "test_inner_batch_size", "transductive", "controller_units", "memory_slots",
          "memory_width", "read_heads", "usage_decay", "key_strength", "sequence_length",
-         "label_scale",
-         "parallel_tasks")
+         "label_scale", "parallel_tasks")
 
 
 FLAG_NAMES = [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]
@@ -192,13 +191,8 @@ def prepare(replicas=1):
     if FLAGS.export_adapted and not FLAGS.export_dir:
         raise ValueError("--export_adapted writes to <export_dir>_adapted: it needs --export_dir")
     FLAGS.eval_every = min(FLAGS.eval_every, FLAGS.steps)
-    if FLAGS.steps % FLAGS.eval_every:
-        raise ValueError(f"--steps={FLAGS.steps} is not a multiple of "
-                         f"--eval_every={FLAGS.eval_every}")
     FLAGS.checkpoint_every = FLAGS.checkpoint_every or math.gcd(FLAGS.eval_every, 100)
-    if FLAGS.eval_every % FLAGS.checkpoint_every:
-        raise ValueError(f"--checkpoint_every={FLAGS.checkpoint_every} does not divide "
-                         f"--eval_every={FLAGS.eval_every}")
+    training.check_schedule(FLAGS.steps, FLAGS.eval_every, FLAGS.checkpoint_every)
     train, val, test, input_shape = episode_streams()
     regression = FLAGS.dataset == "sinusoid"
     learner = tf_meta.build_learner(

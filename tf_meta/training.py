@@ -48,14 +48,7 @@ class Checkpoints:
 
     def restore(self):
         """Restores the newest readable checkpoint; returns its step (0 if there is none)."""
-        for path in reversed(self.manager.checkpoints):
-            try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-                return self.step
-            except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
-                logging.warning("checkpoint %s is unreadable (%s); trying an older one",
-                                path, str(e).splitlines()[0])
-        return 0
+        return self.step if _restore_newest(self.checkpoint, self.manager.checkpoints) else 0
 
     def save(self):
         """Writes a checkpoint numbered by the current step; returns its path."""
@@ -107,9 +100,7 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
     Raises:
       Diverged: the loss became NaN or Inf; the newest checkpoint is the last good one.
     """
-    if steps % eval_every or eval_every % checkpoint_every:
-        raise ValueError(f"need --checkpoint_every={checkpoint_every} to divide "
-                         f"--eval_every={eval_every}, and that to divide --steps={steps}")
+    check_schedule(steps, eval_every, checkpoint_every)
     checkpoints = Checkpoints(learner, directory)
     start = checkpoints.restore()
     if start % checkpoint_every:
@@ -134,6 +125,32 @@ def _step_of(path):
     return int(path.rsplit("-", 1)[1]) if path else 0
 
 
+def _restore_newest(checkpoint, paths):
+    """Restores the newest of `paths` that reads back whole; returns it (None if none does)."""
+    for path in reversed(paths):
+        try:
+            checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+            return path
+        except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
+            logging.warning("checkpoint %s is unreadable (%s); trying an older one",
+                            path, str(e).splitlines()[0])
+    return None
+
+
+def _legacy_weights(directory):
+    """A run folder from before resumable training holds this file instead of checkpoints."""
+    return os.path.join(directory, "last.weights.h5")
+
+
+def check_schedule(steps, eval_every, checkpoint_every):
+    """Raises ValueError unless checkpoint_every divides eval_every and that divides steps."""
+    if steps % eval_every:
+        raise ValueError(f"--steps={steps} is not a multiple of --eval_every={eval_every}")
+    if eval_every % checkpoint_every:
+        raise ValueError(f"--checkpoint_every={checkpoint_every} does not divide "
+                         f"--eval_every={eval_every}")
+
+
 def restore_for_evaluation(learner, directory):
     """Loads the newest readable checkpoint's learner variables (no optimizer needed).
 
@@ -143,25 +160,21 @@ def restore_for_evaluation(learner, directory):
     Raises:
       ValueError: there is no checkpoint in `directory`.
     """
-    legacy = os.path.join(directory, "last.weights.h5")
-    if not tf.train.latest_checkpoint(directory) and os.path.isfile(legacy):
-        learner.load_weights(legacy)
+    if not tf.train.latest_checkpoint(directory) and os.path.isfile(_legacy_weights(directory)):
+        learner.load_weights(_legacy_weights(directory))
         return None
     checkpoint = tf.train.Checkpoint(model=learner)
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
-    for path in reversed(manager.checkpoints):
-        try:
-            checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
-            return _step_of(path)
-        except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
-            logging.warning("checkpoint %s is unreadable (%s)", path, str(e).splitlines()[0])
+    path = _restore_newest(checkpoint, manager.checkpoints)
+    if path:
+        return _step_of(path)
     raise ValueError(f"no readable checkpoint in {directory}: train first (without --eval_only)")
 
 
 def has_checkpoint(directory):
     """Whether `directory` holds a checkpoint `restore_for_evaluation` can try."""
     return bool(tf.train.latest_checkpoint(directory)
-                or os.path.isfile(os.path.join(directory, "last.weights.h5")))
+                or os.path.isfile(_legacy_weights(directory)))
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
