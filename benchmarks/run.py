@@ -27,7 +27,7 @@ import tempfile
 
 from absl import app, flags
 
-from benchmarks import workloads
+from benchmarks import memory, workloads
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -61,22 +61,37 @@ def emit(record):
     print("  ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr, flush=True)
 
 
-def run_process(command, env, what, algo):
+def run_process(command, env, what, algo, sample_memory=True):
     """Runs a measurement process: (its JSON records, whether it succeeded).
 
-    A failure (non-zero exit, no record, timeout) is emitted as an "error" record.
+    With `sample_memory`, the process's resident memory is sampled from outside while it
+    runs (benchmarks/memory.py) and the peaks are added to its last record (its one
+    measurement: a train, pipeline or peer run). A failure (non-zero
+    exit, no record, timeout) is emitted as an "error" record.
     """
     try:
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=FLAGS.timeout_seconds)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    except OSError as e:
         emit({"kind": "error", "algo": algo, "what": what, "error": str(e)})
         return [], False
-    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not records:
-        emit({"kind": "error", "algo": algo, "what": what, "returncode": result.returncode,
-              "command": " ".join(command), "stderr_tail": result.stderr[-2000:]})
+    sampler = memory.PeakSampler(process.pid)
+    try:
+        stdout, stderr = process.communicate(timeout=FLAGS.timeout_seconds)
+    except subprocess.TimeoutExpired as e:
+        process.kill()
+        process.communicate()
+        sampler.stop()
+        emit({"kind": "error", "algo": algo, "what": what, "error": str(e)})
+        return [], False
+    peaks = sampler.stop()
+    records = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not records:
+        emit({"kind": "error", "algo": algo, "what": what, "returncode": process.returncode,
+              "command": " ".join(command), "stderr_tail": stderr[-2000:]})
         return records, False
+    if sample_memory:
+        records[-1].update(peaks)
     return records, True
 
 
@@ -133,6 +148,8 @@ def measure_algo(algo):
                   "peer_runs": [p["tasks_per_s"] for p in peers],
                   "tf_peak_rss_mb": train["peak_rss_mb"],
                   "peer_peak_rss_mb": max(p["peak_rss_mb"] for p in peers),
+                  "tf_peak_anon_mb": train["peak_anon_mb"],
+                  "peer_peak_anon_mb": max(p["peak_anon_mb"] for p in peers),
                   "config": train["config"]})
     elif FLAGS.compare:
         emit({"kind": "compare", "algo": algo, "ratio": None,
@@ -158,7 +175,7 @@ def measure_serving():
         records, done = run_process(
             [sys.executable, "-m", "benchmarks.serving_latency", f"--algos={','.join(FLAGS.algos)}",
              f"--calls={FLAGS.serving_calls}", f"--export_root={tmp}"],
-            tf_env(), "serving", ",".join(FLAGS.algos))
+            tf_env(), "serving", ",".join(FLAGS.algos), sample_memory=False)
     for record in records:
         emit(record)
     return done

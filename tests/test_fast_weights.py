@@ -109,6 +109,64 @@ def test_the_finite_difference_check_catches_stock_keras_batchnorm(float64):
     assert abs(analytic - numeric) > 1e-3 * abs(numeric), (analytic, numeric)
 
 
+class ExplicitBatchNormalization(backbones.BatchNormalization):
+    """backbones.BatchNormalization always on its explicit-moments path, never fused."""
+
+    def _fusable(self, inputs, training, mask):
+        return False
+
+
+def meta_gradients_and_op_types(learner, episode):
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            loss = meta_loss(learner, episode)
+        return tape.gradient(loss, learner.trainable_variables)
+
+    op_types = {op.type for op in grads.get_concrete_function().graph.get_operations()}
+    return [g.numpy() for g in grads()], op_types
+
+
+def test_fused_batchnorm_second_order_meta_gradient_equals_the_exact_one():
+    """The fast float32 path (TF's fused kernel, its gradient differentiated again) is exact.
+
+    Same weights, same episode, two inner steps: the meta-gradient through the fused kernel
+    equals the one through explicit moments (the path checked by finite differences above)
+    to float32 round-off; stock Keras BatchNorm is caught by the same comparison.
+    """
+    episode = fixed_episode(tf.float32)
+    grads = {}
+    for name, layer in [("fused", backbones.BatchNormalization),
+                        ("explicit", ExplicitBatchNormalization),
+                        ("keras", keras.layers.BatchNormalization)]:
+        keras.utils.set_random_seed(3)
+        grads[name], op_types = meta_gradients_and_op_types(small_conv_bn_maml(layer), episode)
+        assert ("FusedBatchNormGradV3" in op_types) == (name == "fused"), (name, op_types)
+
+    def max_difference(a, b):
+        scale = max(np.abs(g).max() for g in grads["explicit"])
+        return max(np.abs(x - y).max() for x, y in zip(grads[a], grads[b])) / scale
+
+    assert max_difference("fused", "explicit") < 1e-5
+    assert max_difference("keras", "explicit") > 1e-3
+
+
+def test_fused_batchnorm_moving_statistics_are_keras_ones():
+    """Outputs, moving mean and (biased) variance of a fused training call are Keras's."""
+    x = tf.random.stateless_normal([6, 5, 5, 4], seed=(1, 2)) * 3 + 1
+    layers = [backbones.BatchNormalization(momentum=0.9), keras.layers.BatchNormalization(
+        momentum=0.9)]
+    for layer in layers:
+        layer.build(x.shape)
+    fused = tf.function(lambda: layers[0](x, training=True))  # in a graph: the fused kernel
+    assert "FusedBatchNormV3" in {op.type for op in
+                                  fused.get_concrete_function().graph.get_operations()}
+    outputs = [fused(), layers[1](x, training=True)]
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+    for a, b in zip(layers[0].non_trainable_variables, layers[1].non_trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+
+
 def omniglot_like_maml(first_order):
     keras.utils.set_random_seed(0)
     return build_learner("maml", (28, 28, 1), ways=5, first_order=first_order)
