@@ -45,7 +45,8 @@ def op_table(logdir, steps):
 
     Reads the newest `*.xplane.pb` under `logdir`: events on the host plane's executor
     lines ("tf_Compute...") are op executions, named by op type in their display name; the
-    "multi_step_on_iterator" events on the python line are the steps themselves.
+    "multi_step_on_iterator" events on the Python thread's line (named after the program)
+    are the steps themselves.
     """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -56,7 +57,7 @@ def op_table(logdir, steps):
     names = host.event_metadata
     picoseconds, calls, wall = collections.Counter(), collections.Counter(), 0
     for line in host.lines:
-        if line.name == "python":
+        if not line.name.startswith("tf_"):
             wall += sum(e.duration_ps for e in line.events
                         if names[e.metadata_id].name == "multi_step_on_iterator")
         elif line.name.startswith("tf_Compute"):
