@@ -28,13 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks import workloads  # noqa: E402
-
+# --algo, --inner_steps, --meta_batch_size, --parallel_tasks, --xla and --warmup are
+# train_throughput's flags: the profiled step is the one it times.
+from benchmarks import train_throughput, workloads  # noqa: E402, F401
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("algo", "maml", workloads.ALGOS, "algorithm to profile")
-flags.DEFINE_integer("inner_steps", None, "inner steps (default: the workload's)")
-flags.DEFINE_integer("parallel_tasks", 1, "MAML/FOMAML: tasks whose meta-gradients run at once")
-flags.DEFINE_integer("warmup", 3, "untimed steps before the trace (the first traces the graph)")
 flags.DEFINE_integer("steps", 3, "meta-iterations recorded")
 flags.DEFINE_integer("top", 20, "op types printed")
 flags.DEFINE_string("logdir", None, "where the trace goes (default: a temporary folder)")
@@ -74,8 +71,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import tensorflow as tf
-    config = workloads.workload(FLAGS.algo, FLAGS.inner_steps)
-    learner = workloads.build(FLAGS.algo, config, FLAGS.parallel_tasks)
+    config = workloads.workload(FLAGS.algo, FLAGS.inner_steps, FLAGS.meta_batch_size)
+    learner = workloads.build(FLAGS.algo, config, FLAGS.parallel_tasks, FLAGS.xla)
     batches = iter(workloads.episodes(config))
     learner.make_train_function()
     step = learner.train_function
@@ -100,7 +97,8 @@ def main(argv):
                       "steps": FLAGS.steps, "wall_ms_per_step": round(wall * 1e3, 1),
                       "op_ms_per_step": round(total * 1e3, 1),
                       "episodes_per_step": config.meta_batch_size,
-                      "config": {**config._asdict(), "parallel_tasks": FLAGS.parallel_tasks}}),
+                      "config": {**config._asdict(), "parallel_tasks": FLAGS.parallel_tasks,
+                                 "xla": FLAGS.xla}}),
           flush=True)
 
 
