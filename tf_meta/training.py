@@ -28,6 +28,12 @@ class Diverged(RuntimeError):
 class Checkpoints:
     """The learner's and its optimizer's variables under `directory`, newest `keep` kept.
 
+    Every variable of the learner is also saved by its index in `learner.variables`:
+    tf.train.Checkpoint only follows a Keras layer's variable and layer attributes, not
+    layers or variables kept in lists or tuples, so reached from the model alone, SNAIL's
+    attention and TC blocks and Reptile's inner Adam moments were missing (a resumed or
+    `--eval_only` run silently used fresh values for them).
+
     Args:
       learner: a compiled MetaLearner (its optimizer is built here if it is not).
       directory: the checkpoint folder (created on the first save).
@@ -38,7 +44,8 @@ class Checkpoints:
         if not learner.optimizer.built:  # restore needs the slots to exist
             learner.optimizer.build(learner.trainable_variables)
         self.learner = learner
-        self.checkpoint = tf.train.Checkpoint(model=learner, optimizer=learner.optimizer)
+        self.checkpoint = tf.train.Checkpoint(model=learner, optimizer=learner.optimizer,
+                                              variables=list(learner.variables))
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
 
     @property
@@ -163,7 +170,7 @@ def restore_for_evaluation(learner, directory):
     if not tf.train.latest_checkpoint(directory) and os.path.isfile(_legacy_weights(directory)):
         learner.load_weights(_legacy_weights(directory))
         return None
-    checkpoint = tf.train.Checkpoint(model=learner)
+    checkpoint = tf.train.Checkpoint(model=learner, variables=list(learner.variables))
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
     path = _restore_newest(checkpoint, manager.checkpoints)
     if path:
