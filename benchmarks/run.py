@@ -75,23 +75,23 @@ def run_process(command, env, what, algo, sample_memory=True):
     except OSError as e:
         emit({"kind": "error", "algo": algo, "what": what, "error": str(e)})
         return [], False
-    sampler = memory.PeakSampler(process.pid)
+    # Not while serving latency is timed: the sampler's polling would share its CPU.
+    sampler = memory.PeakSampler(process.pid) if sample_memory else None
     try:
         stdout, stderr = process.communicate(timeout=FLAGS.timeout_seconds)
     except subprocess.TimeoutExpired as e:
         process.kill()
         process.communicate()
-        sampler.stop()
         emit({"kind": "error", "algo": algo, "what": what, "error": str(e)})
         return [], False
-    peaks = sampler.stop()
+    finally:
+        peaks = sampler.stop() if sampler else {}
     records = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not records:
         emit({"kind": "error", "algo": algo, "what": what, "returncode": process.returncode,
               "command": " ".join(command), "stderr_tail": stderr[-2000:]})
         return records, False
-    if sample_memory:
-        records[-1].update(peaks)
+    records[-1].update(peaks)
     return records, True
 
 

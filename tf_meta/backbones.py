@@ -14,13 +14,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     - float32 feature maps [B, H, W, C] inside a graph (tf.function: training, evaluation,
       exports; Conv-4, every learner's hot path): TensorFlow's fused kernel
-      (`tf.nn.fused_batch_norm`, one op forward and one backward instead of a dozen
-      elementwise ones: a MAML meta-iteration 14% shorter, Reptile 12% more episodes/s; see
-      docs/PERFORMANCE.md). The gradient TF
-      registers for the fused backward op differentiates the unfused batch-norm gradient,
-      whose stop_gradient on the mean drops a term that is exactly zero at first order, so
-      second derivatives through it are exact (tests/test_fast_weights.py checks them
-      against the path below).
+      (`tf.compat.v1.nn.fused_batch_norm`, its only Python entry point: one op forward and
+      one backward instead of a dozen elementwise ones; a MAML meta-iteration 14% shorter,
+      Reptile 12% more episodes/s, docs/PERFORMANCE.md). The gradient TF registers for the
+      fused backward op differentiates the unfused batch-norm gradient, whose stop_gradient
+      on the mean drops a term that is exactly zero at first order, so second derivatives
+      through it are exact (tests/test_fast_weights.py checks them against the path below).
     - anything else (eager calls, float64, masks, other ranks): moments as mean(x) and
       mean((x - mean)²), both differentiated through. Eager calls stay off the fused
       kernel because its eager oneDNN variant drifted: after two eager MAML inner steps on

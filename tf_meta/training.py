@@ -28,11 +28,7 @@ class Diverged(RuntimeError):
 class Checkpoints:
     """The learner's and its optimizer's variables under `directory`, newest `keep` kept.
 
-    Every variable of the learner is also saved by its index in `learner.variables`:
-    tf.train.Checkpoint only follows a Keras layer's variable and layer attributes, not
-    layers or variables kept in lists or tuples, so reached from the model alone, SNAIL's
-    attention and TC blocks and Reptile's inner Adam moments were missing (a resumed or
-    `--eval_only` run silently used fresh values for them).
+    What is saved of the learner: `_learner_objects`.
 
     Args:
       learner: a compiled MetaLearner (its optimizer is built here if it is not).
@@ -44,8 +40,8 @@ class Checkpoints:
         if not learner.optimizer.built:  # restore needs the slots to exist
             learner.optimizer.build(learner.trainable_variables)
         self.learner = learner
-        self.checkpoint = tf.train.Checkpoint(model=learner, optimizer=learner.optimizer,
-                                              variables=list(learner.variables))
+        self.checkpoint = tf.train.Checkpoint(optimizer=learner.optimizer,
+                                              **_learner_objects(learner))
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
 
     @property
@@ -132,6 +128,18 @@ def _step_of(path):
     return int(path.rsplit("-", 1)[1]) if path else 0
 
 
+def _learner_objects(learner):
+    """The learner's part of a checkpoint: the model, and every variable by its index.
+
+    tf.train.Checkpoint only follows a Keras layer's variable and layer attributes, not
+    layers or variables kept in lists or tuples: reached from the model alone, SNAIL's
+    attention and TC blocks and Reptile's inner Adam moments were missing (a resumed or
+    `--eval_only` run silently used fresh values for them). The model stays for
+    checkpoints written before the list, which restore through it.
+    """
+    return dict(model=learner, variables=list(learner.variables))
+
+
 def _restore_newest(checkpoint, paths):
     """Restores the newest of `paths` that reads back whole; returns it (None if none does)."""
     for path in reversed(paths):
@@ -170,7 +178,7 @@ def restore_for_evaluation(learner, directory):
     if not tf.train.latest_checkpoint(directory) and os.path.isfile(_legacy_weights(directory)):
         learner.load_weights(_legacy_weights(directory))
         return None
-    checkpoint = tf.train.Checkpoint(model=learner, variables=list(learner.variables))
+    checkpoint = tf.train.Checkpoint(**_learner_objects(learner))
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
     path = _restore_newest(checkpoint, manager.checkpoints)
     if path:
