@@ -2,7 +2,7 @@
 
 `ru_maxrss` (what both benchmarks report themselves) counts every resident page, including
 the file-backed pages of the runtime's shared libraries: `import tensorflow` alone maps
-~370 MB of them (~190 MB anonymous), `import torch` ~77 MB (~146 MB anonymous). Those pages
+363 MB of them (187 MB anonymous), `import torch` 75 MB (143 MB anonymous). Those pages
 are shared with the page cache and other processes and do not grow with the model. The
 anonymous resident memory (RssAnon: heap, tensors, thread stacks) is what a process
 allocates for itself, so the harness reports its peak too, sampled from /proc/<pid>/status.
