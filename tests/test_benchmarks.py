@@ -45,7 +45,8 @@ def test_profile_reads_the_trace_it_records(tmp_path):
     summary = records[-1]
     assert summary["kind"] == "profile" and summary["logdir"] == str(tmp_path)
     assert 0 < summary["wall_ms_per_step"] and 0 < summary["op_ms_per_step"]
-    assert sum(r["share"] for r in ops.values()) <= 1.0001
+    # Each share is rounded to 4 decimals, so the listed ones may overshoot 1 by that much.
+    assert sum(r["share"] for r in ops.values()) <= 1 + 0.5e-4 * len(ops)
     # Conv-4 inner steps: 5 Adam steps x 5 tasks, each a forward and a backward pass.
     convolutions = [r for name, r in ops.items() if "Conv2D" in name]
     assert convolutions and sum(r["share"] for r in convolutions) > 0.3, sorted(ops)
