@@ -1,4 +1,5 @@
-"""The MetaLearner contract: registry, Keras fit/evaluate/predict, callbacks, resume."""
+"""The MetaLearner contract: registry, declarations, Keras fit/evaluate/predict, callbacks,
+resume. Every algorithm of the registry passes every test here."""
 
 import os
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import fixed_batch_losses
-from tf_meta import ALGORITHMS, Episode, MetaLearner, build_learner, data
+from tf_meta import ALGORITHMS, Episode, MetaLearner, build_learner, data, evaluation
+from tf_meta.algorithms import base, learner_class
 
 
 def stream(meta_batch_size=2, num_episodes=None):
@@ -34,6 +36,50 @@ def test_registry_builds_every_algorithm_as_a_meta_learner():
         assert isinstance(build_learner(algo, (8,), ways=3), MetaLearner)
     with pytest.raises(ValueError, match="unknown algo 'nope'"):
         build_learner("nope", (8,))
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_every_algorithm_declares_what_it_is_and_the_declaration_holds(algo):
+    declared = learner_class(algo)
+    learner = build_learner(algo, (8,), ways=3, **HYPER.get(algo, {}))
+    assert set(declared.TASKS) <= set(base.TASKS) and "classification" in declared.TASKS
+    assert set(declared.EXTRA_METRICS) <= set(evaluation.EXTRA_METRICS)
+    for h in declared.HYPERPARAMETERS:  # every default within its own bound, set on the learner
+        assert h.check(h.default) == h.default
+    assert list(learner.hyperparameter_values()) == list(declared.hyperparameter_names())
+    assert (learner.max_ways is not None) == declared.HAS_HEAD
+    if declared.HAS_HEAD:
+        assert learner.max_ways == 3
+    episode = Episode(*(t[0] for t in next(iter(stream()))))
+    logits = learner.query_logits(episode, training=False)
+    if declared.ADAPTS:  # the adapt/score pair is the learner's answer, split in two
+        fast = learner.adapt(episode.support_x, episode.support_y, training=False)
+        np.testing.assert_allclose(learner.score(fast, episode, training=False), logits,
+                                   rtol=1e-5, atol=1e-6)
+    else:
+        assert not hasattr(learner, "adapt")
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_outputs_are_probabilities_whose_argmax_is_the_class(algo):
+    learner = build_learner(algo, (8,), ways=3, **HYPER.get(algo, {}))
+    episode = Episode(*(t[0] for t in next(iter(stream()))))
+    outputs = learner.outputs(learner.query_logits(episode, training=False))
+    assert set(outputs) == {"logits", "probabilities", "classes"}
+    probabilities = outputs["probabilities"].numpy()
+    assert probabilities.shape == (6, 3) and (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(outputs["classes"], probabilities.argmax(axis=-1))
+    np.testing.assert_array_equal(outputs["classes"], outputs["logits"].numpy().argmax(axis=-1))
+
+
+def test_a_hyperparameter_the_algorithm_does_not_take_is_refused():
+    with pytest.raises(ValueError, match="--inner_lr does not apply to ProtoNet"):
+        build_learner("protonet", (8,), inner_lr=0.1)
+    with pytest.raises(ValueError, match="--inner_steps must be >= 1"):
+        build_learner("reptile", (8,), ways=3, inner_steps=0)
+    with pytest.raises(ValueError, match="ProtoNet learns classification, not regression"):
+        build_learner("protonet", (8,), regression=True)
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))

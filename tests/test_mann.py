@@ -7,9 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import fixed_batch_losses
-from tf_meta import build_learner, data
-from tf_meta.algorithms import MANN
-from tf_meta.algorithms import mann
+from tf_meta import build_learner, data, evaluation
+from tf_meta.algorithms import MANN, mann
 from tf_meta.episode import Episode
 
 SMALL = dict(controller_units=16, memory_slots=8, memory_width=5, read_heads=2)
@@ -197,7 +196,7 @@ def test_presentation_index_counts_earlier_steps_of_the_same_class():
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 5, size=(3, 30))
     want = np.array([[1 + np.sum(row[:t] == row[t]) for t in range(len(row))] for row in labels])
-    np.testing.assert_array_equal(mann.presentation_index(tf.constant(labels)), want)
+    np.testing.assert_array_equal(evaluation.presentation_index(tf.constant(labels)), want)
 
 
 class OddPresentationOracle:
@@ -218,7 +217,7 @@ class OddPresentationOracle:
 
 def test_instance_accuracy_is_kept_per_presentation_of_a_class():
     source = data.synthetic(12, 12, (8,))
-    scores = mann.instance_accuracy(OddPresentationOracle(), source, episodes=6, seed=0,
+    scores = evaluation.instance_accuracy(OddPresentationOracle(), source, episodes=6, seed=0,
                                     meta_batch_size=4)
     assert scores == {1: 1.0, 2: 0.0, 3: 1.0, 4: 0.0, 5: 1.0, 10: 0.0}
 
@@ -226,11 +225,11 @@ def test_instance_accuracy_is_kept_per_presentation_of_a_class():
 def test_instance_accuracy_of_a_mann_on_50_step_episodes():
     keras.utils.set_random_seed(0)
     learner = build_learner("mann", (8,), ways=5, **SMALL)
-    scores = mann.instance_accuracy(learner, data.synthetic(12, 12, (8,)), episodes=4, seed=0)
+    scores = evaluation.instance_accuracy(learner, data.synthetic(12, 12, (8,)), episodes=4, seed=0)
     assert list(scores) == [1, 2, 3, 4, 5, 10]
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     with pytest.raises(ValueError, match="head of >= 5 outputs"):
-        mann.instance_accuracy(build_learner("mann", (8,), ways=3, **SMALL),
+        evaluation.instance_accuracy(build_learner("mann", (8,), ways=3, **SMALL),
                                data.synthetic(12, 12, (8,)), episodes=4)
 
 
@@ -256,6 +255,6 @@ def test_learns_to_bind_items_to_labels_on_an_easy_task():
     learner.compile(optimizer=keras.optimizers.Adam(3e-3))
     learner.fit(data.make_episode_dataset(splits["train"], 3, 5, 1, 16, seed=0),
                 steps_per_epoch=750, epochs=1, verbose=0)
-    scores = mann.instance_accuracy(learner, splits["test"], episodes=200, seed=1, classes=3,
+    scores = evaluation.instance_accuracy(learner, splits["test"], episodes=200, seed=1, classes=3,
                                     samples=5, presentations=(2, 5))
     assert scores[2] > 0.6 and scores[5] > 0.7, scores

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import fixed_batch_losses
-from tf_meta import backbones, build_learner, data, protocols
-from tf_meta.algorithms import RelationNet
+from tf_meta import build_learner, data, protocols
+from tf_meta.algorithms import RelationNet, relation
 from tf_meta.algorithms.relation import class_features
 from tf_meta.episode import Episode
 
@@ -65,7 +65,7 @@ def concatenated_pairs(class_feats, query_feats):
 @pytest.mark.parametrize("training", [True, False])
 def test_the_relation_module_scores_the_concatenated_pairs(feature_shape, training):
     keras.utils.set_random_seed(3)
-    module = backbones.RelationModule(feature_shape)
+    module = relation.RelationModule(feature_shape)
     rng = np.random.default_rng(0)
     classes = rng.normal(size=(2, 3, *feature_shape)).astype(np.float32)
     queries = rng.normal(size=(2, 4, *feature_shape)).astype(np.float32)
@@ -103,7 +103,8 @@ def test_each_module_gradient_is_clipped_to_global_norm_0_5():
         group = [g for g, v in zip(grads, learner.trainable_variables)
                  if (id(v) in relation) == in_relation]
         np.testing.assert_allclose(tf.linalg.global_norm(group), 1e-3, rtol=1e-4)
-    assert RelationNet.__init__.__defaults__[-1] == 0.5  # the reference code's clip value
+    clip = {h.name: h.default for h in RelationNet.HYPERPARAMETERS}["clip_norm"]
+    assert clip == 0.5  # the reference code's clip value
 
 
 def test_transductive_test_uses_batch_statistics_and_leaves_moving_ones_alone(learner):
@@ -131,3 +132,12 @@ def test_protocol_follows_the_reference_queries_per_class():
     assert protocols.protocol("relationnet", "omniglot", 20, 5)["train_query_shots"] == 5
     assert protocols.protocol("relationnet", "omniglot", 5, 5)["train_query_shots"] == 15
     assert protocols.protocol("relationnet", "omniglot")["lr_decay_every"] == 100000
+
+
+def test_probabilities_are_the_relation_scores_normalised_per_query(learner):
+    """Scores are sigmoids, not logits: their softmax would be near-flat (<= e between two)."""
+    scores = tf.constant([[0.9, 0.05, 0.05], [0.2, 0.2, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(learner.probabilities(scores),
+                               [[0.9, 0.05, 0.05], [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]],
+                               atol=1e-6)
+    assert float(tf.nn.softmax(scores)[0, 0]) < 0.54  # what a softmax would have said

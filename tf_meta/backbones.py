@@ -119,63 +119,6 @@ def relation_embedding(input_shape, filters=64, name="relation_embedding"):
          conv_block(filters, pool=False, name="block3")], name=name)
 
 
-class RelationModule(keras.Model):
-    """Relation Networks' g over every (class, query) pair: relation scores in [0, 1].
-
-    The paper's g on one pair: the channel concatenation [class map, query map] [h, w, 2c]
-    -> 2 conv blocks (conv3x3, BN, ReLU, max-pool) -> FC(hidden) ReLU -> FC(1) sigmoid.
-    For feature vectors [d] (non-image embeddings) the concatenation [2d] goes straight to
-    the FC layers.
-
-    The first layer is linear, so on a concatenation it equals the sum of its two halves:
-    conv([a, b]) = conv_a(a) + conv_b(b), with conv_a/conv_b the kernel's class/query input
-    channels. Computing each class's half once and each query's half once, then adding
-    them per pair, gives the same function with the same weights (one [3, 3, 2c, filters]
-    kernel) for N + Q instead of N * Q first-layer convolutions.
-
-    Call: (class_features [B, N, *F], query_features [B, Q, *F]) -> scores [B, Q, N].
-    """
-
-    def __init__(self, feature_shape, filters=64, hidden=8, name="relation_module", **kwargs):
-        super().__init__(name=name, **kwargs)
-        *spatial, channels = feature_shape
-        self.feature_shape = tuple(feature_shape)
-        if spatial:
-            self.pair_layer = keras.layers.Conv2D(filters, 3, padding="same", name="conv0")
-            self.body = keras.Sequential(
-                [keras.Input((*spatial, filters)), BatchNormalization(momentum=0.9),
-                 keras.layers.ReLU(), keras.layers.MaxPooling2D(2),
-                 conv_block(filters, name="block1"),
-                 keras.layers.Flatten(), keras.layers.Dense(hidden, activation="relu"),
-                 keras.layers.Dense(1, activation="sigmoid")], name="body")
-        else:
-            self.pair_layer = keras.layers.Dense(hidden, name="dense0")
-            self.body = keras.Sequential(
-                [keras.Input((hidden,)), keras.layers.ReLU(),
-                 keras.layers.Dense(1, activation="sigmoid")], name="body")
-        self.pair_layer.build((None, *spatial, 2 * channels))
-        self.built = True  # every sublayer is built with its shape above
-
-    def call(self, class_features, query_features, training=False):
-        batch, ways, queries = (ops.shape(class_features)[0], ops.shape(class_features)[1],
-                                ops.shape(query_features)[1])
-        channels = self.feature_shape[-1]
-        kernel, bias = self.pair_layer.kernel, self.pair_layer.bias
-        halves = []
-        for features, part in ((class_features, kernel[..., :channels, :]),
-                               (query_features, kernel[..., channels:, :])):
-            flat = ops.reshape(features, (-1, *self.feature_shape))
-            if len(self.feature_shape) == 3:
-                out = ops.conv(flat, part, padding="same")
-            else:
-                out = ops.matmul(flat, part)
-            halves.append(ops.reshape(out, (batch, -1, *out.shape[1:])))
-        class_half, query_half = halves  # [B, N, *G], [B, Q, *G]
-        pairs = class_half[:, None] + query_half[:, :, None] + bias  # [B, Q, N, *G]
-        scores = self.body(ops.reshape(pairs, (-1, *pairs.shape[3:])), training=training)
-        return ops.reshape(scores, (batch, queries, ways))
-
-
 def mlp(input_shape, units=(64, 64), name="mlp"):
     """ReLU MLP for vector inputs: [batch, *input_shape] -> [batch, units[-1]], linear output."""
     layers = [keras.Input(input_shape), keras.layers.Flatten()]
@@ -203,51 +146,6 @@ def sinusoid_mlp(units=(40, 40), kernel_initializer=None):
 def embedding_for(input_shape):
     """Default embedding for an input shape: conv4 for images, mlp for vectors."""
     return conv4(input_shape) if len(input_shape) == 3 else mlp(input_shape)
-
-
-class LabelledEmbedding(keras.Model):
-    """An item embedding that also fixes the label width of a sequence learner (MANN, SNAIL).
-
-    MANN and SNAIL read each item as [embedding(x), one-hot label] and answer with a head
-    over the same `ways` classes. Both widths are fixed when the learner is built, so the
-    backbone their `default_backbone(input_shape, ways)` returns carries `ways`.
-
-    Call: [batch, *input_shape] -> [batch, D], the wrapped embedding's output.
-    """
-
-    def __init__(self, embedding, ways, **kwargs):
-        super().__init__(name=kwargs.pop("name", f"{embedding.name}_{ways}way"), **kwargs)
-        if ways < 1:
-            raise ValueError(f"ways must be positive, got {ways}")
-        self.embedding = embedding
-        self.ways = int(ways)
-        self.built = embedding.built
-
-    @property
-    def units(self):
-        """D, the width of one embedded item."""
-        return self.embedding.output_shape[-1]
-
-    def call(self, x, training=False):
-        return self.embedding(x, training=training)
-
-    def embed_episodes(self, support_x, query_x, training):
-        """Support and query items of a meta-batch embedded in one pass, as ProtoNet does.
-
-        So BatchNorm uses one set of batch statistics over the meta-batch in training (and
-        the moving statistics at test, where items do not affect each other).
-
-        Args:
-          support_x: [B, S, *input_shape]; query_x: [B, Q, *input_shape].
-        Returns:
-          (support [B, S, D], query [B, Q, D]) float32.
-        """
-        batch, shots = ops.shape(support_x)[0], ops.shape(support_x)[1]
-        items = ops.concatenate([ops.reshape(support_x, (-1, *support_x.shape[2:])),
-                                 ops.reshape(query_x, (-1, *query_x.shape[2:]))], axis=0)
-        embedded = self(items, training=training)  # [B*S + B*Q, D]
-        return (ops.reshape(embedded[:batch * shots], (batch, shots, embedded.shape[-1])),
-                ops.reshape(embedded[batch * shots:], (batch, -1, embedded.shape[-1])))
 
 
 def classifier_for(input_shape, outputs):

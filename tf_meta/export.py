@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -100,15 +101,33 @@ def check_request(support_images, support_labels, query_images, input_shape, max
 
 
 def serving_outputs(learner, support_images, support_labels, query_images, input_shape):
-    """The `serving_default` computation: dict of logits, probabilities, classes."""
+    """The `serving_default` computation of a classifier: logits, probabilities, classes."""
     support_images, support_labels, query_images = check_request(
         support_images, support_labels, query_images, input_shape, learner.max_ways)
     query_y = tf.zeros(tf.shape(query_images)[:1], tf.int32)  # unread by query_logits
     episode = Episode(support_images, support_labels, query_images, query_y)
-    logits = learner.query_logits(episode, training=False)
-    return {"logits": logits,
-            "probabilities": tf.nn.softmax(logits, axis=-1),
-            "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+    return learner.outputs(learner.query_logits(episode, training=False))
+
+
+class Inputs(NamedTuple):
+    """The episode signature's input names for one task kind, and its label spec."""
+
+    support: str
+    labels: str
+    query: str
+    label_dtype: tf.DType
+    label_shape: tuple
+
+    def signature(self, input_shape):
+        return [tf.TensorSpec([None, *input_shape], tf.float32, self.support),
+                tf.TensorSpec([None, *self.label_shape], self.label_dtype, self.labels),
+                tf.TensorSpec([None, *input_shape], tf.float32, self.query)]
+
+
+# By the learner's declared task kind (`MetaLearner.task`).
+INPUTS = {"classification": Inputs("support_images", "support_labels", "query_images",
+                                   tf.int32, ()),
+          "regression": Inputs("support_x", "support_y", "query_x", tf.float32, (1,))}
 
 
 def request_body(support_images, support_labels, query_images):
@@ -142,22 +161,13 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None)
     Returns:
       Path of the written version folder.
     """
-    if learner.regression:
-        return _write_version(learner, lambda support_x, support_y, query_x: {
-            "predictions": learner.query_logits(Episode(support_x, support_y, query_x, None),
-                                                training=False)},
-            [tf.TensorSpec([None, *input_shape], tf.float32, "support_x"),
-             tf.TensorSpec([None, 1], tf.float32, "support_y"),
-             tf.TensorSpec([None, *input_shape], tf.float32, "query_x")],
-            base_path, version, metadata)
+    def serve(support, labels, query):
+        if learner.regression:  # targets, not labels: no class checks apply
+            return learner.outputs(learner.query_logits(Episode(support, labels, query, None),
+                                                        training=False))
+        return serving_outputs(learner, support, labels, query, input_shape)
 
-    def serve(support_images, support_labels, query_images):
-        return serving_outputs(learner, support_images, support_labels, query_images,
-                               input_shape)
-
-    signature = [tf.TensorSpec([None, *input_shape], tf.float32, "support_images"),
-                 tf.TensorSpec([None], tf.int32, "support_labels"),
-                 tf.TensorSpec([None, *input_shape], tf.float32, "query_images")]
+    signature = INPUTS[learner.task].signature(input_shape)
     return _write_version(learner, serve, signature, base_path, version, metadata)
 
 
@@ -172,15 +182,19 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
     answering exactly what `learner.score(adapted weights, episode)` answers in memory.
 
     Args:
-      learner: a built MAML-family learner (has `adapt` and `score`).
+      learner: a built learner that adapts at test time (declares ADAPTS: has `adapt` and
+        `score`).
       support_images: [S, *input_shape] pixels; support_labels: [S] int in [0, ways).
       base_path, version, metadata: as in export_learner.
 
     Returns:
       Path of the written version folder.
     """
+    if not learner.ADAPTS:
+        raise ValueError(f"{type(learner).__name__} does not adapt to a support set: export it "
+                         "with export_learner, whose requests carry their support set")
     support_images = tf.cast(support_images, tf.float32)
-    support_labels = tf.cast(support_labels, tf.float32 if learner.regression else tf.int32)
+    support_labels = tf.cast(support_labels, INPUTS[learner.task].label_dtype)
     if not learner.regression:
         check_request(support_images, support_labels, support_images,
                       support_images.shape[1:], learner.max_ways)
@@ -193,11 +207,9 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
                 images, "images has NaN or Inf")]):
             images = tf.identity(images)
         episode = Episode(support_images, support_labels, images, None)
-        logits = learner.score(fast, episode, training=False)
-        if learner.regression:
-            return {"predictions": logits}
-        return {"probabilities": tf.nn.softmax(logits, axis=-1),
-                "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        outputs = learner.outputs(learner.score(fast, episode, training=False))
+        outputs.pop("logits", None)  # the adapted export answers probabilities and classes
+        return outputs
 
     signature = [tf.TensorSpec([None, *support_images.shape[1:]], tf.float32, "images")]
     return _write_version(learner, serve, signature, base_path, version, metadata)

@@ -19,14 +19,11 @@ ALGORITHMS = {
     "mann": MANN,
     "snail": SNAIL,
 }
+DEFAULT_ALGORITHM = "protonet"  # what a run trains when it names none
 
 
-def build_learner(algo, input_shape, ways=None, backbone=None, **kwargs):
-    """A built MetaLearner for `algo` over inputs of `input_shape`.
-
-    The backbone is the algorithm's `default_backbone(input_shape, ways)` (Conv-4 for
-    images, an MLP for vectors; with a `ways`-output head for MAML and Reptile) unless
-    `backbone` is given; `kwargs` go to the algorithm's constructor.
+def learner_class(algo):
+    """The MetaLearner subclass behind `algo`, whose class attributes declare what it is.
 
     Raises:
       ValueError: unknown algo.
@@ -34,13 +31,26 @@ def build_learner(algo, input_shape, ways=None, backbone=None, **kwargs):
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algo {algo!r}; choose from {sorted(ALGORITHMS)}")
     constructor = ALGORITHMS[algo]
-    learner_class = getattr(constructor, "func", constructor)  # see through functools.partial
+    return getattr(constructor, "func", constructor)  # see through functools.partial
+
+
+def build_learner(algo, input_shape, ways=None, backbone=None, **kwargs):
+    """A built MetaLearner for `algo` over inputs of `input_shape`.
+
+    The backbone is the algorithm's `default_backbone(input_shape, ways)` (Conv-4 for
+    images, an MLP for vectors; with a `ways`-output head for MAML and Reptile) unless
+    `backbone` is given; `kwargs` go to the algorithm's constructor (its hyperparameters,
+    `regression`).
+
+    Raises:
+      ValueError: unknown algo, or a hyperparameter it does not take or out of bounds.
+    """
     if backbone is None:
-        backbone = learner_class.default_backbone(tuple(input_shape), ways)
-    learner = constructor(backbone, **kwargs)
+        backbone = learner_class(algo).default_backbone(tuple(input_shape), ways)
+    learner = ALGORITHMS[algo](backbone, **kwargs)
     learner.build((None, *input_shape))
     return learner
 
 
 __all__ = ["ALGORITHMS", "MAML", "MANN", "MetaLearner", "ProtoNet", "RelationNet", "Reptile",
-           "SNAIL", "build_learner"]
+           "SNAIL", "build_learner", "learner_class"]

@@ -1,19 +1,13 @@
 """Memory-Augmented Neural Networks with LRU access (Santoro et al., ICML 2016)."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_meta import backbones
-from tf_meta.algorithms.base import SequenceLearner
-from tf_meta.data.pipeline import episode_stream
-from tf_meta.data.sampling import sample_episode
-from tf_meta.episode import num_ways, to_sequence
-
-# The paper's instance-accuracy protocol: 5 classes, 10 samples each, accuracy at these
-# presentations of a class.
-INSTANCE_CLASSES, INSTANCE_SAMPLES = 5, 10
-INSTANCE_PRESENTATIONS = (1, 2, 3, 4, 5, 10)
+from tf_meta.algorithms.hyperparameters import (POSITIVE, Hyperparameter, at_least,
+                                                 in_unit_interval)
+from tf_meta.algorithms.sequence import SequenceLearner, to_sequence
+from tf_meta.episode import num_ways
 
 
 # The memory algebra, as pure functions of one step over a meta-batch of B memories with
@@ -22,9 +16,9 @@ INSTANCE_PRESENTATIONS = (1, 2, 3, 4, 5, 10)
 def cosine_read_weights(keys, memory, strength=1.0):
     """Read weights: softmax over slots of β times the cosine similarity of key and slot.
 
-    The paper's eq. (17-18) is β = 1. A cosine lies in [-1, 1], so there the best slot
-    weighs at most e² ≈ 7.4 times the worst: over 128 slots every read is a near-uniform
-    blur of the memory (see `MANN`). β is NTM's key strength (Graves et al. 2014), fixed.
+    β is NTM's key strength (Graves et al. 2014), fixed. The paper's eq. (17-18) is β = 1,
+    under which the best slot weighs at most e² ≈ 7.4 times the worst, a near-uniform blur
+    over 128 slots (docs/RESULTS.md, MANN: key strength).
 
     Args:
       keys: [B, H, M] float32, one key per head.
@@ -96,69 +90,54 @@ def update_usage(usage, read_weights, write_weights, decay):
 class MANN(SequenceLearner):
     """MANN: an LSTM controller with an external memory, least-recently-used access (LRUA).
 
-    The learner reads the support set as a sequence, then answers each query as one more
-    step. Step t's input is [features(x_t), onehot(y_{t-1})] (`to_sequence(delayed=True)`):
-    the label arrives one step late, so every step predicts its own label before seeing
-    it. Per step the controller reads that input and the previous read vectors, emits a key
-    k_t = tanh(·) per head and a gate σ(α) per head, and the memory is updated by
-    `cosine_read_weights` (from M_{t-1}), `write_weights`, `write_memory` (the least used
-    slot of w^u_{t-1} erased first), `read_memory` (from M_t) and `update_usage`, the order
-    of the paper's reference implementations. The logits are a linear head on [controller
-    output, read vectors]. Memory is reset for every episode (every row of the meta-batch
-    has its own state): initial memory 1e-6 everywhere, zero usage, read weights and
-    reads.
+    Step t of the support sequence is [features(x_t), onehot(y_{t-1})]
+    (`to_sequence(delayed=True)`): every step predicts its own label before seeing it. Per
+    step the LSTM reads that input and the previous reads, emits a key k_t = tanh(·) and a
+    gate σ(α) per head, and `step` updates the memory (read weights from M_{t-1}, the least
+    used slot of w^u_{t-1} erased, keys written, reads from M_t); a linear head on
+    [controller output, reads] gives the logits. Every episode starts from a fresh
+    `initial_state`; each query is one more step from its own copy of the post-support
+    state, so queries never see each other or their labels.
 
-    Key strength (not in the paper): the read weights are softmax(β · cosine) with a fixed
-    β = `key_strength`, NTM's key strength; the paper's eq. (17-18) is β = 1. With β = 1 a
-    read over 128 slots is a near-uniform blur (no slot weighs more than e² times another),
-    and the model sat at the plateau of label bookkeeping (guess a label not yet shown,
-    chance on the binding) for all of 24,000 Omniglot episodes, and for ~175,000 episodes
-    of a 3-class toy task that β = 10 learns in 16,000 (docs/RESULTS.md).
+    Reads are softmax(β · cosine) with a fixed β = `key_strength`, NTM's key strength: with
+    the paper's β = 1 they blur and training stays on the label-bookkeeping plateau
+    (docs/RESULTS.md, MANN: key strength). The loss (`meta_gradients`; the training `loss`
+    metric) is the mean cross-entropy over support steps 1..S-1 (as the paper; step 0 has
+    nothing to go on) and the queries; accuracy and test/validation loss are the queries'.
 
-    Queries: the state after the support set is copied once per query, and each query is
-    its own next step from that state, so queries never see each other and their labels
-    are never read. `query_logits` returns [Q, ways].
-
-    Training objective (`meta_gradients`): per episode, the mean cross-entropy over every
-    step that predicts a label it has not yet been shown: support steps 1..S-1 (as the
-    paper, which scores every step of its episodes; step 0 has nothing to go on) and the Q
-    queries. The training `loss` metric is that objective; the accuracy metric and the
-    test/validation loss are the queries' only.
-
-    Features: `default_backbone` gives images as their raw pixels, rescaled and flattened
-    (`backbones.pixels`), as the paper fed them (it downsampled to 20x20 first), and vectors
-    through an MLP. Any `LabelledEmbedding` works, e.g. a Conv-4 trained end to end, whose
-    BatchNorm then uses the meta-batch's statistics in training and the moving ones at test
-    (on a CPU it costs ~7x the raw pixels' time per step).
-    Support order: `make_episode_dataset` already shuffles each support set with a
-    stateless seed, so the learner keeps the order it is given (a class-major order would
-    let the model learn the order instead of the labels).
-
-    The label width and the head have `max_ways` outputs (the backbone's `ways`); an
-    episode with fewer classes uses the first ones, more is an error.
+    Images enter as raw pixels (`backbones.pixels`), as the paper's did; any
+    `LabelledEmbedding` works, e.g. a Conv-4 (BatchNorm: meta-batch statistics in training,
+    moving at test). The support order is the one given: `make_episode_dataset` shuffles
+    it, and a class-major order would teach the order, not the labels.
 
     References:
       Santoro, Bartunov, Botvinick, Wierstra & Lillicrap, "Meta-Learning with
       Memory-Augmented Neural Networks", ICML 2016.
     """
 
-    def __init__(self, backbone, controller_units=200, memory_slots=128, memory_width=40,
-                 read_heads=4, usage_decay=0.95, key_strength=10.0, **kwargs):
+    # Defaults: Santoro et al. 2016 (controller 200, memory 128 x 40, 4 read heads, γ 0.95),
+    # except the key strength, ours (the paper's is β = 1: docs/RESULTS.md, MANN: key strength).
+    HYPERPARAMETERS = (
+        Hyperparameter("controller_units", int, 200, "LSTM controller units", at_least(1)),
+        Hyperparameter("memory_slots", int, 128, "memory rows", at_least(1)),
+        Hyperparameter("memory_width", int, 40, "width of a memory row", at_least(1)),
+        Hyperparameter("read_heads", int, 4, "read heads (each also writes)", at_least(1)),
+        Hyperparameter("usage_decay", float, 0.95, "memory usage decay γ", in_unit_interval()),
+        Hyperparameter("key_strength", float, 10.0, "β of its reads, softmax(β·cosine); 1 is "
+                       "the paper's", POSITIVE),
+    )
+    EXTRA_METRICS = ("instance_accuracy",)
+
+    def __init__(self, backbone, **kwargs):
         super().__init__(backbone, **kwargs)
-        if self.regression or not hasattr(backbone, "ways"):
+        if not hasattr(backbone, "ways"):
             raise ValueError("MANN classifies; its backbone must be a "
-                             "backbones.LabelledEmbedding (see MANN.default_backbone)")
-        if min(controller_units, memory_slots, memory_width, read_heads) < 1:
-            raise ValueError(f"MANN sizes must be positive, got controller_units="
-                             f"{controller_units}, memory_slots={memory_slots}, "
-                             f"memory_width={memory_width}, read_heads={read_heads}")
-        if read_heads > memory_slots or not 0 < usage_decay <= 1 or not key_strength > 0:
-            raise ValueError(f"need read_heads <= memory_slots, 0 < usage_decay <= 1 and "
-                             f"key_strength > 0, got {read_heads}, {memory_slots}, "
-                             f"{usage_decay}, {key_strength}")
-        self.controller_units, self.memory_slots = controller_units, memory_slots
-        self.memory_width, self.read_heads, self.usage_decay = memory_width, read_heads, usage_decay
-        self.key_strength = float(key_strength)
+                             "sequence.LabelledEmbedding (see MANN.default_backbone)")
+        if self.read_heads > self.memory_slots:
+            raise ValueError(f"need read_heads <= memory_slots, got {self.read_heads} > "
+                             f"{self.memory_slots}")
+        controller_units, memory_width = self.controller_units, self.memory_width
+        read_heads = self.read_heads
         reads = read_heads * memory_width
         self.controller = keras.layers.LSTMCell(controller_units, name="controller")
         self.interface = keras.layers.Dense(read_heads * (memory_width + 1), name="interface")
@@ -266,70 +245,3 @@ class MANN(SequenceLearner):
             loss = tf.reduce_mean(self.sequence_loss(episodes.support_y, support_logits,
                                                      episodes.query_y, logits), axis=0)
         return tape.gradient(loss, self.trainable_variables), loss, logits
-
-
-def presentation_index(labels):
-    """Which presentation of its class each step is: 1 at a class's first step, 2 at its second...
-
-    Args:
-      labels: [B, L] int.
-    Returns:
-      [B, L] int32.
-    """
-    labels = tf.cast(labels, tf.int32)
-    onehot = tf.one_hot(labels, tf.reduce_max(labels) + 1, dtype=tf.int32)  # [B, L, C]
-    shown_before = tf.cumsum(onehot, axis=1, exclusive=True)
-    return tf.reduce_sum(shown_before * onehot, axis=-1) + 1
-
-
-def instance_accuracy(learner, source, episodes=1000, seed=0, classes=INSTANCE_CLASSES,
-                      samples=INSTANCE_SAMPLES, presentations=INSTANCE_PRESENTATIONS,
-                      meta_batch_size=50):
-    """The MANN paper's instance accuracy: accuracy at the k-th presentation of a class.
-
-    Each episode draws `classes` classes of `source` and `samples` examples of each
-    (`sampling.sample_episode`, stateless in `seed`), shuffled into one sequence of
-    classes × samples steps with episode-relative labels shown one step late
-    (`MANN.sequence_logits`). A step is the k-th presentation when its class appeared k − 1
-    times before it in the episode; its prediction (argmax over the first `classes`
-    outputs) is made before its label is shown.
-
-    Args:
-      learner: a MANN.
-      source: data.Source with >= `classes` classes of >= `samples` examples each.
-      episodes, seed: size and seed of the fixed episode set.
-      classes, samples: the paper's 5 classes × 10 samples (episodes of 50 steps).
-      presentations: the k to report, each <= samples.
-      meta_batch_size: episodes per forward pass.
-
-    Returns:
-      dict k -> accuracy (python float) over every k-th presentation, for k in presentations.
-
-    Raises:
-      ValueError: the source or the learner's head cannot serve these episodes.
-    """
-    if classes > learner.max_ways or classes > source.num_classes:
-        raise ValueError(f"{classes}-class episodes need a head of >= {classes} outputs "
-                         f"(has {learner.max_ways}) and a source of >= {classes} classes "
-                         f"(has {source.num_classes})")
-    if min(source.counts) < samples or max(presentations) > samples:
-        raise ValueError(f"{samples} samples per class need that many examples in every "
-                         f"class (fewest: {min(source.counts)}) and presentations <= "
-                         f"{samples}, got {presentations}")
-    examples, counts = tf.constant(source.examples), tf.constant(source.counts, tf.int32)
-    stream = episode_stream(
-        lambda s: sample_episode(s, examples, counts, classes, samples, 0),
-        meta_batch_size, seed, num_episodes=episodes)
-
-    @tf.function
-    def score(x, y):
-        logits = learner.sequence_logits(x, y, training=False)[..., :classes]
-        hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
-        return tf.cast(hits, tf.float32), presentation_index(y)
-
-    hits, shown = np.zeros(samples + 1), np.zeros(samples + 1)
-    for episode in stream:
-        hit, index = (t.numpy().ravel() for t in score(episode.support_x, episode.support_y))
-        hits += np.bincount(index, weights=hit, minlength=samples + 1)
-        shown += np.bincount(index, minlength=samples + 1)
-    return {k: float(hits[k] / shown[k]) for k in presentations}

@@ -1,9 +1,12 @@
 """Relation Networks (Sung, Yang, Zhang, Xiang, Torr & Hospedales, CVPR 2018)."""
 
+import keras
 import tensorflow as tf
+from keras import ops
 
 from tf_meta import backbones
 from tf_meta.algorithms.base import BatchedLearner
+from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter
 from tf_meta.episode import num_ways
 
 
@@ -24,12 +27,69 @@ def class_features(support_features, support_y, ways):
     return tf.reshape(sums, [batch, ways, *support_features.shape[2:]])
 
 
+class RelationModule(keras.Model):
+    """Relation Networks' g over every (class, query) pair: relation scores in [0, 1].
+
+    The paper's g on one pair: the channel concatenation [class map, query map] [h, w, 2c]
+    -> 2 conv blocks (conv3x3, BN, ReLU, max-pool) -> FC(hidden) ReLU -> FC(1) sigmoid.
+    For feature vectors [d] (non-image embeddings) the concatenation [2d] goes straight to
+    the FC layers.
+
+    The first layer is linear, so on a concatenation it equals the sum of its two halves:
+    conv([a, b]) = conv_a(a) + conv_b(b), with conv_a/conv_b the kernel's class/query input
+    channels. Computing each class's half once and each query's half once, then adding
+    them per pair, gives the same function with the same weights (one [3, 3, 2c, filters]
+    kernel) for N + Q instead of N * Q first-layer convolutions.
+
+    Call: (class_features [B, N, *F], query_features [B, Q, *F]) -> scores [B, Q, N].
+    """
+
+    def __init__(self, feature_shape, filters=64, hidden=8, name="relation_module", **kwargs):
+        super().__init__(name=name, **kwargs)
+        *spatial, channels = feature_shape
+        self.feature_shape = tuple(feature_shape)
+        if spatial:
+            self.pair_layer = keras.layers.Conv2D(filters, 3, padding="same", name="conv0")
+            self.body = keras.Sequential(
+                [keras.Input((*spatial, filters)), backbones.BatchNormalization(momentum=0.9),
+                 keras.layers.ReLU(), keras.layers.MaxPooling2D(2),
+                 backbones.conv_block(filters, name="block1"),
+                 keras.layers.Flatten(), keras.layers.Dense(hidden, activation="relu"),
+                 keras.layers.Dense(1, activation="sigmoid")], name="body")
+        else:
+            self.pair_layer = keras.layers.Dense(hidden, name="dense0")
+            self.body = keras.Sequential(
+                [keras.Input((hidden,)), keras.layers.ReLU(),
+                 keras.layers.Dense(1, activation="sigmoid")], name="body")
+        self.pair_layer.build((None, *spatial, 2 * channels))
+        self.built = True  # every sublayer is built with its shape above
+
+    def call(self, class_features, query_features, training=False):
+        batch, ways, queries = (ops.shape(class_features)[0], ops.shape(class_features)[1],
+                                ops.shape(query_features)[1])
+        channels = self.feature_shape[-1]
+        kernel, bias = self.pair_layer.kernel, self.pair_layer.bias
+        halves = []
+        for features, part in ((class_features, kernel[..., :channels, :]),
+                               (query_features, kernel[..., channels:, :])):
+            flat = ops.reshape(features, (-1, *self.feature_shape))
+            if len(self.feature_shape) == 3:
+                out = ops.conv(flat, part, padding="same")
+            else:
+                out = ops.matmul(flat, part)
+            halves.append(ops.reshape(out, (batch, -1, *out.shape[1:])))
+        class_half, query_half = halves  # [B, N, *G], [B, Q, *G]
+        pairs = class_half[:, None] + query_half[:, :, None] + bias  # [B, Q, N, *G]
+        scores = self.body(ops.reshape(pairs, (-1, *pairs.shape[3:])), training=training)
+        return ops.reshape(scores, (batch, queries, ways))
+
+
 class RelationNet(BatchedLearner):
     """Relation Networks: a learned comparison g(f(class), f(query)) in [0, 1] per class.
 
     f (`backbone`, `backbones.relation_embedding` on images) embeds support and query
     images into feature maps; each class's map is the sum of its support maps; the relation
-    module g (`backbones.RelationModule`) scores each [class map, query map] channel
+    module g (`RelationModule`) scores each [class map, query map] channel
     concatenation. The "logits" are these relation scores [Q, N]; the loss is the mean
     squared error against the one-hot query labels, as the paper. The reference code clips
     each module's gradient to global norm 0.5 (`clip_norm`); so does `finish_gradients`.
@@ -45,11 +105,17 @@ class RelationNet(BatchedLearner):
       floodsung/LearningToCompare_FSL (omniglot_train_one_shot.py).
     """
 
-    def __init__(self, backbone, relation=None, transductive=True, clip_norm=0.5, **kwargs):
+    # Defaults: floodsung/LearningToCompare_FSL (omniglot_train_one_shot.py).
+    HYPERPARAMETERS = (
+        Hyperparameter("transductive", bool, True, "BatchNorm batch statistics of each test "
+                       "episode (--notransductive: the moving statistics)"),
+        Hyperparameter("clip_norm", float, 0.5, "global norm each module's meta-gradient is "
+                       "clipped to", POSITIVE),
+    )
+
+    def __init__(self, backbone, relation=None, **kwargs):
         super().__init__(backbone, **kwargs)
-        self.relation = relation or backbones.RelationModule(backbone.output_shape[1:])
-        self.transductive = transductive
-        self.clip_norm = clip_norm
+        self.relation = relation or RelationModule(backbone.output_shape[1:])
 
     @staticmethod
     def default_backbone(input_shape, ways):
@@ -67,6 +133,16 @@ class RelationNet(BatchedLearner):
         query = tf.reshape(query, [batch, -1, *query.shape[1:]])
         classes = class_features(support, episodes.support_y, num_ways(episodes.support_y))
         return self._features(self.relation, (classes, query), training)
+
+    def probabilities(self, logits):
+        """Relation scores normalised per query: [..., Q, N] in [0, 1], each row summing to 1.
+
+        The scores are already in [0, 1] (a sigmoid per class, not logits): a softmax over
+        them would be nearly flat (at most e times between two classes). Divided by their
+        sum they keep their ratios; a row of all-zero scores becomes uniform.
+        """
+        scores = logits + 1e-12  # a row of exact zeros (underflowed sigmoids) stays defined
+        return scores / tf.reduce_sum(scores, axis=-1, keepdims=True)
 
     def query_loss(self, query_y, logits):
         """Mean squared error between relation scores [..., Q, N] and one-hot labels [..., Q]."""

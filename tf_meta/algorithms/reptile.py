@@ -4,11 +4,12 @@ import keras
 import tensorflow as tf
 
 from tf_meta.algorithms import fast_weights
-from tf_meta.algorithms.maml import MAML
+from tf_meta.algorithms.adaptive import FastWeightLearner
+from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_least
 from tf_meta.episode import Episode
 
 
-class Reptile(MAML):
+class Reptile(FastWeightLearner):
     """Reptile: per task, Adam steps on the support set give φ; then θ ← θ + ε(mean φ − θ).
 
     `meta_gradients` returns θ − mean(φ_task) as the "gradient", so the meta-optimizer
@@ -44,17 +45,25 @@ class Reptile(MAML):
       openai/supervised-reptile.
     """
 
-    def __init__(self, backbone, inner_lr=1e-3, inner_steps=5, test_inner_steps=50,
-                 inner_batch_size=10, test_inner_batch_size=5, transductive=True, **kwargs):
-        super().__init__(backbone, inner_lr=inner_lr, inner_steps=inner_steps,
-                         test_inner_steps=test_inner_steps, first_order=True,
-                         transductive=transductive, **kwargs)
-        if inner_steps < 1 or inner_batch_size < 1 or test_inner_batch_size < 1:
-            raise ValueError("Reptile needs inner_steps, inner_batch_size and "
-                             "test_inner_batch_size >= 1 (with 0 inner steps θ never moves)")
-        self.inner_batch_size = inner_batch_size
-        self.test_inner_batch_size = test_inner_batch_size
+    # Defaults: Nichol et al. 2018 / supervised-reptile run_omniglot (1-shot 5-way): Adam
+    # (β1 = 0) 1e-3, 5 inner steps on batches of 10 in training, 50 on batches of 5 at test.
+    HYPERPARAMETERS = (
+        Hyperparameter("inner_lr", float, 1e-3, "inner-loop Adam learning rate", POSITIVE),
+        Hyperparameter("inner_steps", int, 5, "inner-loop steps in training",
+                       at_least(1, "with 0 inner steps θ never moves")),
+        Hyperparameter("test_inner_steps", int, 50, "inner-loop steps at test and in the "
+                       "served model", at_least(0)),
+        Hyperparameter("inner_batch_size", int, 10, "support examples per inner step in "
+                       "training", at_least(1)),
+        Hyperparameter("test_inner_batch_size", int, 5, "support examples per inner step at "
+                       "test", at_least(1)),
+        Hyperparameter("transductive", bool, True, "all queries of an episode in one "
+                       "BatchNorm batch (--notransductive: each query with the support set "
+                       "alone)"),
+    )
 
+    def __init__(self, backbone, **kwargs):
+        super().__init__(backbone, **kwargs)
         # Under tf.distribute each replica carries the state through its own share of the
         # meta-batch; "mean" keeps the average of the replicas' states.
         def zeros(name, shape=()):
@@ -68,32 +77,27 @@ class Reptile(MAML):
             zeros("inner_adam_step"))
 
     def adapt(self, support_x, support_y, training, seed=(0, 0)):
-        """φ for one support set from the saved inner Adam state: list parallel to θ."""
+        """φ for one support set from the saved inner Adam state (θ at test is unchanged)."""
         return self._adapt(support_x, support_y, training, seed, self._saved_state())[0]
 
     def _adapt(self, support_x, support_y, training, seed, state):
         """(φ, inner AdamState after adapting) for one support set, starting from `state`."""
-        ways = self._ways(support_y)
         return fast_weights.adam_adapt(
-            self.backbone, lambda y, out: self.query_loss(y, self._head(out, ways)),
-            support_x, support_y, self.inner_steps if training else self.test_inner_steps,
-            self.inner_lr, self.inner_batch_size if training else self.test_inner_batch_size,
+            self.backbone, self.support_loss(support_y), support_x, support_y,
+            self.inner_steps if training else self.test_inner_steps, self.inner_lr,
+            self.inner_batch_size if training else self.test_inner_batch_size,
             tf.cast(seed, tf.int32), state=state)
 
     def _saved_state(self):
         return tf.nest.map_structure(tf.convert_to_tensor, self.inner_state)
 
-    def query_logits(self, episode, training):
-        fast = self.adapt(episode.support_x, episode.support_y, training)
-        return self.score(fast, episode, training)
-
     def score(self, fast, episode, training):
         """Query logits [Q, ways] with weights `fast`, BatchNorm on batch statistics."""
         del training  # batch statistics either way
-        ways = self._ways(episode.support_y)
+        ways = self.episode_ways(episode.support_y)
         if self.transductive:
             outputs, _ = fast_weights.forward(self.backbone, fast, episode.query_x, True)
-            return self._head(outputs, ways)
+            return self.head(outputs, ways)
 
         def one_query(query):  # the support set plus this query alone
             batch = tf.concat([episode.support_x, query[None]], axis=0)
@@ -102,7 +106,7 @@ class Reptile(MAML):
 
         outputs = tf.map_fn(one_query, episode.query_x,
                             fn_output_signature=tf.TensorSpec(self.backbone.output_shape[1:]))
-        return self._head(outputs, ways)
+        return self.head(outputs, ways)
 
     def batch_logits(self, episodes, training):
         return self._map_tasks(episodes, training)[0]

@@ -5,8 +5,9 @@ import math
 import keras
 import tensorflow as tf
 
-from tf_meta.algorithms.base import SequenceLearner
-from tf_meta.episode import num_ways, to_sequence
+from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_least
+from tf_meta.algorithms.sequence import SequenceLearner, to_sequence
+from tf_meta.episode import num_ways
 
 
 def tc_dilations(sequence_length):
@@ -120,8 +121,8 @@ class AttentionBlock(keras.layers.Layer):
     def build(self, input_shape):
         for layer in (self.query, self.key, self.value):
             layer.build(input_shape)
-        # Tied at the start: without it (and the label scale, see SNAIL) attention over
-        # 21 steps was too flat for 20-way training to leave chance in 300 steps.
+        # Tied at the start, so that 20-way training leaves chance (docs/RESULTS.md,
+        # SNAIL: why the label scale and tied keys).
         self.key.kernel.assign(self.query.kernel)
 
     def compute_output_shape(self, input_shape):
@@ -196,61 +197,45 @@ class SNAIL(SequenceLearner):
     Every item is embedded by the backbone (Conv-4 for images, as ProtoNet's; an MLP for
     vectors). Step t of a sequence is [embedding(x_t), s·onehot(y_t)] for the N·K support
     items, then [embedding(query), 0] (`to_sequence(delayed=False)`); `SnailNet` maps it
-    to logits and only the query position is read and scored (cross-entropy, the default
-    `query_loss`). Each query is the last step of its own sequence of length N·K + 1; the
-    Q sequences share the support steps, which `SnailNet.split_call` computes once per
-    episode. So a query attends to the support set and itself, never to another query,
-    and a query's label is never read. BatchNorm in the embedding uses the meta-batch's
-    statistics in training and the moving ones at test. The support order is the one
-    given: `make_episode_dataset` already shuffles it with a stateless seed.
+    to logits and only the query position is scored (cross-entropy, the default
+    `query_loss`). Each query ends its own sequence of length N·K + 1, so it attends to the
+    support set and itself, never to another query, and its label is never read;
+    `SnailNet.split_call` computes the shared support steps once per episode. BatchNorm in
+    the embedding uses the meta-batch's statistics in training and the moving ones at test.
+    The support order is the one given (`make_episode_dataset` shuffles it, stateless seed).
 
-    `sequence_length` T sets the depth of both TC blocks, ceil(log2 T) dense blocks each;
-    the paper uses T = N·K + 1 of the training task (the default here: max_ways + 1, i.e.
-    1-shot; train.py passes train_ways × train_shots + 1). Longer sequences still run,
-    each TC block reaching 2 + 4 + ... + 2^L positions back (attention sees all).
+    `sequence_length` T sets the depth of both TC blocks, ceil(log2 T) dense blocks each:
+    the paper's N·K + 1 of the training task (default max_ways + 1; train.py passes
+    train_ways × train_shots + 1). Longer sequences still run (TC reach 2 + ... + 2^L).
 
-    The label scale s (`label_scale`, default √D for D-dimensional embeddings) and the
-    tied key/query initialisation (`AttentionBlock`) are what let 20-way training start.
-    With plain one-hots (s = 1) and independent Glorot keys, 20-way 1-shot Omniglot stayed
-    at chance (loss ln 20) for 300+ steps at Adam 1e-4, and on synthetic clusters for ~400
-    steps. The only route to the answer is the query's attention read of the support
-    labels, and at initialisation it carries almost nothing: the Conv-4 embedding (norm
-    ≈ 10, cosine 0.8 between different characters) drowns a one-hot of norm 1 in every
-    key and value, and attention over 21 steps is near-uniform (weight 0.052 on the
-    matching item against 0.047 on the others), so the label read is nearly the mean of
-    all 20 one-hots, a constant. The head's gradient on that read had no signal measurable
-    over 48 meta-batches; with s = 8 its signal-to-noise ratio was 0.20 per meta-batch,
-    with tied keys as well 0.41 (5-way, s = 1: 0.01). docs/RESULTS.md has the runs.
-
-    From the paper, as read through the reimplementations indexed for this project (the
-    paper text itself was not available to check): the block definitions (DenseBlock's
-    gated tanh·σ causal convolution with kernel 2 concatenated to its input, causal
-    attention with affine keys/queries/values scaled by 1/√dk, concatenated) and the
-    Omniglot stack above with its 1x1 output convolution; T = N·K + 1; support items
-    labelled, the query unlabelled, loss at the query only; dilations 2, 4, ..., 2^L
-    (`tc_dilations`, the pseudocode's DenseBlock(2^i), i = 1..L). Assumed or differing:
-    the embedding is tf_meta's Conv-4 (the paper's Omniglot embedding reportedly adds
-    leaky ReLU and a final 64-unit linear layer); Glorot initialisation, except the output
-    convolution, which starts at zero (uniform first predictions), and the attention keys,
-    which start as the queries; the label scale √D (reimplementations: 1); the training
-    protocol (protocols.py).
+    Support labels are scaled by s = `label_scale` (default √D, D the embedding width) and
+    attention keys start equal to the queries: with neither, 20-way training stays at chance
+    (docs/RESULTS.md, SNAIL: why the label scale and tied keys). The blocks, the Omniglot
+    stack and T are the paper's as its reimplementations read it; the rest is assumed
+    (docs/RESULTS.md, SNAIL: what was taken from the paper and what was assumed).
 
     References:
       Mishra, Rohaninejad, Chen & Abbeel, "A Simple Neural Attentive Meta-Learner", ICLR 2018.
     """
 
-    def __init__(self, backbone, sequence_length=None, label_scale=None, **kwargs):
+    HYPERPARAMETERS = (
+        Hyperparameter("sequence_length", int, None, "sequence length T its TC blocks cover, "
+                       "ceil(log2 T) dense blocks each (default: max_ways + 1; the protocol's "
+                       "is train_ways x train_shots + 1)", at_least(2)),
+        Hyperparameter("label_scale", float, None, "the value of a support label's one-hot "
+                       "entry (default: √D, D the embedding width; 1 before this existed)",
+                       POSITIVE),
+    )
+
+    def __init__(self, backbone, **kwargs):
         super().__init__(backbone, **kwargs)
-        if self.regression or not hasattr(backbone, "ways"):
+        if not hasattr(backbone, "ways"):
             raise ValueError("SNAIL classifies; its backbone must be a "
-                             "backbones.LabelledEmbedding (see SNAIL.default_backbone)")
-        self.sequence_length = sequence_length or backbone.ways + 1
-        if self.sequence_length < 2:
-            raise ValueError(f"sequence_length must be >= 2, got {self.sequence_length}")
+                             "sequence.LabelledEmbedding (see SNAIL.default_backbone)")
+        self.sequence_length = self.sequence_length or backbone.ways + 1
         # √D: the norm of a D-dimensional embedding with unit-scale features.
-        self.label_scale = float(math.sqrt(backbone.units) if label_scale is None else label_scale)
-        if self.label_scale <= 0:
-            raise ValueError(f"label_scale must be positive, got {label_scale}")
+        if self.label_scale is None:
+            self.label_scale = float(math.sqrt(backbone.units))
         self.net = SnailNet(backbone.ways, self.sequence_length, name="snail")
         self.net.build((None, None, backbone.units + backbone.ways))
 

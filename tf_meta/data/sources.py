@@ -43,6 +43,12 @@ class Source(NamedTuple):
     def input_shape(self):
         return tuple(self.examples.shape[2:])
 
+    def labelled_examples(self):
+        """Every real example with its class index: ([n, *input_shape], [n] int32), class-major."""
+        images = np.concatenate([self.examples[c, :n] for c, n in enumerate(self.counts)])
+        labels = np.repeat(np.arange(self.num_classes, dtype=np.int32), self.counts)
+        return images, labels
+
 
 def omniglot(split_scheme="vinyals", image_size=28, data_dir=None, download=True):
     """Omniglot from TFDS, both TFDS splits pooled (1,623 characters), split by class.
