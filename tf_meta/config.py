@@ -1,0 +1,268 @@
+"""RunConfig: every setting of a run, resolved from a published protocol and validated.
+
+    config = RunConfig(algo="maml", steps=2000)          # the rest: the MAML protocol
+    config = RunConfig.from_settings(algo="maml", inner_lr=0.1)   # flat, as the flags
+    experiment.train_and_evaluate(config, "runs/maml")
+
+A setting left None takes the algorithm's protocol value (`protocols.protocol`), so the
+object is complete once built; a bad value raises ValueError with one line naming the
+setting in its flag spelling (`--steps=0: ...`), which `train.py` prints as is. The run
+folder keeps the config as `flags.txt`, in absl's flag-file format (`to_flags`,
+`from_flags_file`), so `train.py --flagfile=<run>/flags.txt` replays a run.
+"""
+
+import dataclasses
+import math
+import os
+from typing import NamedTuple, Optional
+
+from tf_meta import distribute, protocols, training
+from tf_meta.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, learner_class
+from tf_meta.algorithms.hyperparameters import resolve
+from tf_meta.data.sources import SPLIT_SCHEMES
+from tf_meta.datasets import DATASETS
+
+PROTOCOL = "(default: the algorithm's paper protocol, tf_meta/protocols.py)"
+
+
+def _setting(default, type_, help_text, choices=None, minimum=None, from_protocol=False):
+    """A RunConfig field; its metadata is what `train.py` makes its flag from."""
+    return dataclasses.field(default=default, metadata=dict(
+        type=type_, help=help_text + (f" {PROTOCOL}" if from_protocol else ""),
+        choices=choices, minimum=minimum, from_protocol=from_protocol))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The settings of one run. Fields left None are resolved when the object is built.
+
+    `hyperparameters` maps the algorithm's declared hyperparameter names
+    (`MetaLearner.HYPERPARAMETERS`) to values; after resolution it holds every one of them.
+    """
+
+    algo: str = _setting(DEFAULT_ALGORITHM, str, "meta-learning algorithm", sorted(ALGORITHMS))
+    dataset: str = _setting("omniglot", str, "episode source: TFDS omniglot, an image folder "
+                            "(--data_dir), synthetic clusters, or sinusoid regression (MAML "
+                            "paper §5.1)", list(DATASETS))
+    split: str = _setting("vinyals", str, "Omniglot class split", list(SPLIT_SCHEMES))
+    data_dir: Optional[str] = _setting(None, str, "TFDS data dir for omniglot (default: "
+                                       "TFDS_DATA_DIR or ~/tensorflow_datasets); the image "
+                                       "root for --dataset=folder")
+    download: bool = _setting(True, bool, "let TFDS download omniglot when it is not prepared")
+    ways: Optional[int] = _setting(None, int, "test classes per episode (N in N-way)",
+                                   minimum=1, from_protocol=True)
+    shots: Optional[int] = _setting(None, int, "support examples per class in test episodes "
+                                    "(K in K-shot)", minimum=1, from_protocol=True)
+    query_shots: Optional[int] = _setting(None, int, "query examples per class in test "
+                                          "episodes", minimum=1, from_protocol=True)
+    train_ways: Optional[int] = _setting(None, int, "classes per training episode (default: "
+                                         "--ways; ProtoNet: 60)", minimum=1, from_protocol=True)
+    train_shots: Optional[int] = _setting(None, int, "support examples per class in training "
+                                          "episodes (default: --shots)", minimum=1,
+                                          from_protocol=True)
+    train_query_shots: Optional[int] = _setting(None, int, "query examples per class in "
+                                                "training episodes", minimum=1,
+                                                from_protocol=True)
+    meta_batch_size: Optional[int] = _setting(None, int, "episodes per meta-update", minimum=1,
+                                              from_protocol=True)
+    steps: Optional[int] = _setting(None, int, "meta-updates to train", minimum=1,
+                                    from_protocol=True)
+    meta_lr: Optional[float] = _setting(None, float, "outer learning rate (Reptile: ε, "
+                                        "annealed to 0)", from_protocol=True)
+    lr_decay_every: Optional[int] = _setting(None, int, "multiply the meta learning rate by "
+                                             "--lr_decay_rate this often", minimum=1,
+                                             from_protocol=True)
+    lr_decay_rate: Optional[float] = _setting(None, float, "learning-rate multiplier every "
+                                              "--lr_decay_every", from_protocol=True)
+    eval_every: int = _setting(500, int, "steps between validation runs", minimum=1)
+    checkpoint_every: Optional[int] = _setting(
+        None, int, "steps between checkpoints; a killed run restarted with the same command "
+        "resumes from the last one (default: the largest divisor of --eval_every up to 100)",
+        minimum=1)
+    val_episodes: int = _setting(200, int, "validation episodes per validation run", minimum=2)
+    eval_episodes: int = _setting(1000, int, "fixed test episodes for the final score ± CI",
+                                  minimum=2)
+    seed: int = _setting(0, int, "seed of initialisation and training episodes")
+    eval_seed: int = _setting(1000, int, "seed of the fixed validation and test episode sets")
+    export_dir: Optional[str] = _setting(None, str, "TF Serving model base path, a new integer "
+                                         "version is written there (default: "
+                                         "saved_models/<algo>; '' skips the export)")
+    export_adapted: Optional[str] = _setting(None, str, "also export the learner adapted to "
+                                             "one support set (a folder of class folders, or "
+                                             "'test_episode') as a plain classifier to "
+                                             "<export_dir>_adapted")
+    strategy: str = _setting("default", str, "tf.distribute strategy: the meta-batch's tasks "
+                             "split across replicas, meta-gradients all-reduced (multi_worker: "
+                             "workers from TF_CONFIG; README, Distributed)",
+                             list(distribute.STRATEGIES))
+    cpu_replicas: int = _setting(1, int, "--strategy=mirrored without GPUs: replicas on logical "
+                                 "CPU devices (exercises the distributed path; not faster)",
+                                 minimum=1)
+    hyperparameters: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self._check_names()
+        algorithm = learner_class(self.algo)
+        for name in self.hyperparameters:
+            if name not in algorithm.hyperparameter_names():
+                raise ValueError(f"--{name} does not apply to --algo={self.algo}")
+        protocol = protocols.protocol(self.algo, self.dataset, self.train_ways or self.ways,
+                                      self.train_shots or self.shots)
+        for field in dataclasses.fields(self):
+            if field.metadata.get("from_protocol") and getattr(self, field.name) is None:
+                self._set(field.name, protocol.get(field.name))
+        given = {name: protocol[name] if self.hyperparameters.get(name) is None
+                 else self.hyperparameters[name] for name in algorithm.hyperparameter_names()}
+        self._set("hyperparameters", resolve(algorithm.HYPERPARAMETERS, given,
+                                             f"--algo={self.algo}"))
+        self._set("train_ways", self.train_ways or self.ways)
+        self._set("train_shots", self.train_shots or self.shots)
+        if self.export_dir is None:
+            self._set("export_dir", os.path.join("saved_models", self.algo))
+        self._check_values(algorithm)
+        self._set("eval_every", min(self.eval_every, self.steps))
+        self._set("checkpoint_every", self.checkpoint_every or math.gcd(self.eval_every, 100))
+        training.check_schedule(self.steps, self.eval_every, self.checkpoint_every)
+        self._check_exports(algorithm)
+
+    @classmethod
+    def from_settings(cls, **settings):
+        """A RunConfig from flat settings, as the flags give them: fields and hyperparameters.
+
+        None values are left to the protocol. A name that is neither a field nor a
+        hyperparameter of any algorithm is an error.
+        """
+        names = {f.name for f in dataclasses.fields(cls)} - {"hyperparameters"}
+        fields = {k: v for k, v in settings.items() if k in names and v is not None}
+        hyper = {k: v for k, v in settings.items() if k not in names and v is not None}
+        unknown = set(hyper) - set(hyperparameter_types())
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        return cls(**fields, hyperparameters=hyper)
+
+    @classmethod
+    def from_flags_file(cls, path):
+        """The RunConfig a run folder's flags.txt holds (its --model_dir line is skipped)."""
+        import tensorflow as tf  # tf.io.gfile: the run folder may be on any TF filesystem
+        with tf.io.gfile.GFile(path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        types = {**{f.name: f.metadata["type"] for f in dataclasses.fields(cls)
+                    if "type" in f.metadata}, **hyperparameter_types()}
+        settings = {}
+        for line in lines:
+            name, _, value = line[2:].partition("=")
+            if name == "model_dir":
+                continue
+            if not value and name.startswith("no") and types.get(name[2:]) is bool:
+                settings[name[2:]] = False
+            elif types.get(name) is bool:
+                settings[name] = value.lower() not in ("false", "0")
+            elif name in types:
+                settings[name] = types[name](value)
+            else:
+                raise ValueError(f"{path}: unknown flag --{name}")
+        return cls.from_settings(**settings)
+
+    def to_flags(self, model_dir=None):
+        """The config as absl flag-file text, one `--name=value` line per set value."""
+        values = {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                     if f.name != "hyperparameters"}, **self.hyperparameters}
+        if model_dir is not None:
+            values["model_dir"] = model_dir
+        lines = []
+        for name, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                lines.append(f"--{name}" if value else f"--no{name}")
+            else:
+                lines.append(f"--{name}={value}")
+        return "".join(line + "\n" for line in lines)
+
+    @property
+    def task(self):
+        """The task kind of the dataset: "classification" or "regression"."""
+        return DATASETS[self.dataset].task
+
+    def summary(self):
+        """The settings a result is reported with: dict for its JSON."""
+        names = ("algo", "dataset", "split", "ways", "shots", "query_shots", "steps")
+        return {**{n: getattr(self, n) for n in names}, **self.hyperparameters}
+
+    def _set(self, name, value):
+        object.__setattr__(self, name, value)  # frozen: only resolution writes
+
+    def _check_names(self):
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            if choices and getattr(self, field.name) not in choices:
+                raise ValueError(f"--{field.name}={getattr(self, field.name)}: choose from "
+                                 f"{', '.join(choices)}")
+        task = DATASETS[self.dataset].task
+        if task not in learner_class(self.algo).TASKS:
+            able = sorted(a for a in ALGORITHMS if task in learner_class(a).TASKS)
+            raise ValueError(f"--dataset={self.dataset} supports --algo in {able}")
+
+    def _check_values(self, algorithm):
+        for field in dataclasses.fields(self):
+            value, minimum = getattr(self, field.name), field.metadata.get("minimum")
+            if minimum is not None and value is not None and value < minimum:
+                raise ValueError(f"--{field.name}={value}: it must be >= {minimum}")
+            if field.metadata.get("type") is float and not 0 < value < math.inf:
+                raise ValueError(f"--{field.name} must be positive and finite, got {value}")
+        if self.dataset == "folder" and not self.data_dir:
+            raise ValueError("--dataset=folder needs --data_dir")
+        if algorithm.HAS_HEAD and self.task == "classification" and self.ways > self.train_ways:
+            raise ValueError(f"--ways={self.ways} exceeds the {self.train_ways}-way head "
+                             "trained with --train_ways")
+
+    def _check_exports(self, algorithm):
+        if not self.export_adapted:
+            return
+        if not self.export_dir:
+            raise ValueError("--export_adapted writes to <export_dir>_adapted: it needs "
+                             "--export_dir")
+        if not algorithm.ADAPTS:
+            able = sorted(a for a in ALGORITHMS if learner_class(a).ADAPTS)
+            raise ValueError(f"--export_adapted needs an algorithm with an inner loop "
+                             f"({', '.join(able)}), not --algo={self.algo}")
+        if self.task == "regression" and self.export_adapted != "test_episode":
+            raise ValueError(f"--export_adapted=<image folder> needs an image dataset; for "
+                             f"--dataset={self.dataset} use --export_adapted=test_episode")
+
+
+def hyperparameter_types():
+    """name -> type of every hyperparameter any algorithm declares."""
+    return {h.name: h.type for algo in ALGORITHMS for h in learner_class(algo).HYPERPARAMETERS}
+
+
+class FlagDefinition(NamedTuple):
+    """One command-line flag of a run: `train.py` defines one absl flag per definition."""
+
+    name: str
+    type: type
+    default: object
+    help: str
+    choices: Optional[list] = None
+
+
+def flag_definitions():
+    """The flags of every RunConfig field, then of every algorithm's hyperparameters.
+
+    A hyperparameter's flag defaults to None (the protocol's value); its help names the
+    algorithms that take it, with each one's own help and default where they differ.
+    """
+    definitions = [FlagDefinition(f.name, f.metadata["type"], f.default, f.metadata["help"],
+                                  f.metadata["choices"])
+                   for f in dataclasses.fields(RunConfig) if "type" in f.metadata]
+    declared = {}  # name -> {(help, default): [algos]}
+    for algo in ALGORITHMS:
+        for h in learner_class(algo).HYPERPARAMETERS:
+            declared.setdefault(h.name, (h.type, {}))[1].setdefault(
+                (h.help, h.default), []).append(algo)
+    for name, (type_, variants) in declared.items():
+        help_text = "; ".join(
+            f"{', '.join(algos)}: {text}" + ("" if default is None else f" (default {default})")
+            for (text, default), algos in variants.items())
+        definitions.append(FlagDefinition(name, type_, None, help_text))
+    return definitions

@@ -1,0 +1,189 @@
+"""A run as one library call: data, learner, resumable fit, evaluation ± CI, result, export.
+
+    config = RunConfig(algo="maml", steps=2000)
+    result = experiment.train_and_evaluate(config, "runs/maml")
+    print("\\n".join(result.lines))
+
+`train.py` is a thin shell over `train_and_evaluate` and `evaluate` (flax's
+`train_and_evaluate(config, workdir)`). The run folder (`workdir`) holds `flags.txt` (the
+config, replayable with `train.py --flagfile`), `checkpoints/`, TensorBoard `logs/` and the
+result JSON `test_<N>way_<K>shot.json`.
+"""
+
+import json
+import os
+import time
+from typing import NamedTuple, Optional
+
+import keras
+import tensorflow as tf
+
+from tf_meta import data, datasets, distribute, evaluation, export, training
+from tf_meta.algorithms import build_learner
+
+
+class Result(NamedTuple):
+    """What a run produced.
+
+    Fields:
+      scores: the result JSON's content: accuracy (mse for regression), ci95, episodes,
+        the learner's extra metrics, the config's summary, train_seconds.
+      path: the result JSON.
+      export: the SavedModel version folder written, or None.
+      adapted_export: the adapted learner's version folder, or None.
+      lines: the run's report, one line each (train.py prints them).
+    """
+
+    scores: dict
+    path: str
+    export: Optional[str]
+    adapted_export: Optional[str]
+    lines: tuple
+
+
+def make_learner(config, input_shape):
+    """The built learner `config` describes, over inputs of `input_shape`.
+
+    The dataset's prescribed network when it has one (sinusoid: the MAML paper's MLP), else
+    the algorithm's default backbone with a head of `train_ways` where it has one.
+    """
+    dataset = datasets.DATASETS[config.dataset]
+    regression = config.task == "regression"
+    return build_learner(config.algo, input_shape, ways=1 if regression else config.train_ways,
+                         backbone=dataset.backbone() if dataset.backbone else None,
+                         regression=regression, **config.hyperparameters)
+
+
+def compile_learner(learner, config, jit_compile=False):
+    """Compiles `learner` with its meta-optimizer at `config`'s rates; returns it.
+
+    XLA is off unless asked for: on a CPU it made MAML 16-18x slower (docs/PERFORMANCE.md).
+    """
+    learner.compile(optimizer=learner.meta_optimizer(
+        config.meta_lr, config.steps, config.lr_decay_every, config.lr_decay_rate),
+        jit_compile=jit_compile)
+    return learner
+
+
+def train_and_evaluate(config, workdir):
+    """Trains (resuming from `workdir`'s checkpoints), evaluates and exports.
+
+    Everything that can fail on bad input (paths, data, episode sizes, the support folder
+    of `export_adapted`) is checked before anything is written.
+
+    Returns:
+      Result, or None on a worker other than the chief (which writes results and exports).
+
+    Raises:
+      ValueError, OSError: bad input, before any training.
+      training.Diverged: the loss became NaN or Inf; nothing is evaluated or exported.
+    """
+    return _run(config, workdir, train=True)
+
+
+def evaluate(config, workdir):
+    """Restores `workdir`'s newest checkpoint, evaluates and exports; no training.
+
+    `flags.txt` is left as the training run wrote it. Returns and raises as
+    `train_and_evaluate` (ValueError when `workdir` holds no checkpoint).
+    """
+    return _run(config, workdir, train=False)
+
+
+def _run(config, workdir, train):
+    keras.utils.set_random_seed(config.seed)  # before the learner is built: seeds its init
+    strategy = distribute.make_strategy(config.strategy, config.cpu_replicas)
+    with strategy.scope():
+        learner, streams, support = _prepare(config, workdir, strategy, train)
+    model_dir = distribute.worker_directory(strategy, workdir)
+    tf.io.gfile.makedirs(model_dir)
+    chief = distribute.is_chief(strategy)
+    if chief and train:  # --eval_only runs don't replace the run's flags
+        with tf.io.gfile.GFile(os.path.join(workdir, "flags.txt"), "w") as f:
+            f.write(config.to_flags(model_dir=workdir))
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    start = time.time()
+    if train:
+        with strategy.scope():
+            compile_learner(learner, config)
+            training.fit(learner, streams.train, checkpoints, config.steps,
+                         config.checkpoint_every, config.eval_every, validation=streams.val,
+                         callbacks=[keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))])
+    else:
+        training.restore_for_evaluation(learner, checkpoints)
+    if not chief:
+        return None
+    train_seconds = time.time() - start
+    scores, lines = _evaluate(config, learner, streams)
+    scores["train_seconds"] = round(train_seconds, 1)
+    kind = f"{config.dataset}" if config.task == "regression" else f"{config.ways}way"
+    path = os.path.join(workdir, f"test_{kind}_{config.shots}shot.json")
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(scores, f, indent=2)
+    exported = adapted = None
+    if config.export_dir:
+        exported = export.export_learner(learner, config.export_dir, streams.input_shape,
+                                         metadata={"algo": config.algo, "test": scores})
+        lines.append(f"exported SavedModel to {exported}")
+    if support is not None:
+        adapted = export.export_adapted(learner, *support, config.export_dir + "_adapted",
+                                        metadata={"algo": config.algo,
+                                                  "support": config.export_adapted})
+        lines.append(f"exported the adapted learner to {adapted}")
+    return Result(scores, path, exported, adapted, tuple(lines))
+
+
+def _prepare(config, workdir, strategy, train):
+    """(learner, EpisodeStreams, adapted support or None): every check on bad input."""
+    replicas = strategy.num_replicas_in_sync
+    if config.meta_batch_size % replicas:
+        raise ValueError(f"--meta_batch_size={config.meta_batch_size} does not split evenly "
+                         f"over the {replicas} replicas of --strategy={config.strategy}")
+    adapted_dir = config.export_dir + "_adapted" if config.export_adapted else ""
+    for path in (workdir, config.export_dir, adapted_dir):
+        if path:
+            export.check_writable(path)
+    if not train and not training.has_checkpoint(os.path.join(workdir, "checkpoints")):
+        raise ValueError(f"--eval_only needs a trained run in --model_dir={workdir} "
+                         "(no checkpoint there)")
+    streams = datasets.streams(config)
+    learner = make_learner(config, streams.input_shape)
+    support = _adapted_support(config, learner, streams) if config.export_adapted else None
+    return learner, streams, support
+
+
+def _adapted_support(config, learner, streams):
+    """(support images, labels) for `export_adapted`: a class-folder tree or 'test_episode'."""
+    if config.export_adapted == "test_episode":
+        episode = next(iter(streams.test))
+        return episode.support_x[0], episode.support_y[0]
+    source = data.folder(config.export_adapted, image_size=streams.input_shape[0],
+                         channels=streams.input_shape[-1])
+    if source.num_classes > learner.max_ways:
+        raise ValueError(f"--export_adapted={config.export_adapted} has {source.num_classes} "
+                         f"classes, more than the {learner.max_ways}-way head")
+    return source.labelled_examples()
+
+
+def _evaluate(config, learner, streams):
+    """(scores dict, report lines): accuracy ± CI and the learner's declared extra metrics."""
+    scores = evaluation.evaluate_episodes(learner, streams.test)
+    if config.task == "regression":
+        score = (f"MSE {config.dataset} {config.shots}-shot: {scores['mse']:.3f} ± "
+                 f"{scores['ci95']:.3f}")
+    else:
+        score = (f"accuracy {config.ways}-way {config.shots}-shot: "
+                 f"{100 * scores['accuracy']:.2f} ± {100 * scores['ci95']:.2f}%")
+    lines = [f"test {score} (95% CI, {scores['episodes']} episodes)"]
+    for name in learner.EXTRA_METRICS:
+        metric = evaluation.EXTRA_METRICS[name]
+        try:
+            if streams.test_source is None:
+                raise ValueError(f"--dataset={config.dataset} has no test classes to draw from")
+            scores[name] = metric.compute(learner, streams.test_source, config.eval_episodes,
+                                          config.eval_seed)
+            lines.append(metric.describe(scores[name]))
+        except ValueError as e:
+            lines.append(f"{name.replace('_', ' ')} skipped: {e}")
+    scores.update(config.summary())
+    return scores, lines
