@@ -35,9 +35,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("algos", list(workloads.ALGOS), "algorithms to measure, in this order")
 flags.DEFINE_float("target_seconds", 20.0, "timed work per measurement, after warm-up")
 flags.DEFINE_integer("warmup", 3, "untimed meta-iterations (or meta-batches) first")
-flags.DEFINE_integer("inner_steps", None, "override the workloads' inner steps (MAML, Reptile)")
+flags.DEFINE_integer("inner_steps", None, "override the workloads' inner steps (algorithms "
+                     "that declare the hyperparameter inner_steps)")
 flags.DEFINE_integer("meta_batch_size", None, "override the workloads' meta-batch")
-flags.DEFINE_integer("parallel_tasks", 1, "MAML/FOMAML: tasks whose meta-gradients run at once")
+flags.DEFINE_integer("parallel_tasks", 1, "tasks whose meta-gradients run at once (algorithms "
+                     "that declare the hyperparameter parallel_tasks)")
 flags.DEFINE_bool("xla", False, "train with XLA (jit_compile=True); off by default: on this "
                   "CPU it made MAML 16-18x slower")
 flags.DEFINE_bool("train", True, "measure training throughput")

@@ -8,11 +8,16 @@ max_ms, first_call_ms, load_seconds. A request the export cannot answer (a head 
 outputs than the request's ways) gives p50_ms null and the model's own error as the reason.
 
 The exports are freshly initialised learners (latency does not depend on the weights),
-written by one process that imports tf_meta: MAML/FOMAML adapt with 3 inner steps inside the
-served graph, Reptile with its protocol's 50; learners with a fixed head (MAML, FOMAML,
-Reptile, MANN, SNAIL) are exported once per request size with a head of the request's ways
-(SNAIL covering the request's sequence, ways x shots + 1). `--model_root` times existing
-exports instead, <model_root>/<algo>/<highest version>, as TF Serving would pick.
+written by one process that imports tf_meta. Each is the learner a run builds
+(`tf_meta.experiment.make_learner`) from the RunConfig of the algorithm's benchmark workload
+(benchmarks/workloads.py) with episodes of the request's size, so its hyperparameters are
+the declared defaults and the protocol's: learners that adapt (ADAPTS) do so inside the
+served graph with their declared `test_inner_steps`, and learners with a fixed head
+(HAS_HEAD) are exported once per request size with a head of the request's ways (SNAIL's
+sequence covering the request's, ways x shots + 1). Each record names the export's
+`head_ways` and `test_inner_steps`.
+`--model_root` times existing exports instead, <model_root>/<algo>/<highest version>, as TF
+Serving would pick.
 
   python -m benchmarks.serving_latency
   python -m benchmarks.serving_latency --algos=protonet,maml --calls=500
@@ -31,12 +36,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-ALGOS = ("maml", "fomaml", "protonet", "reptile", "relationnet", "mann", "snail")
-# Inner steps of the served adaptation; the others have no inner loop.
-TEST_INNER_STEPS = {"maml": 3, "fomaml": 3, "reptile": 50}
-
 FLAGS = flags.FLAGS
-flags.DEFINE_list("algos", list(ALGOS), "algorithms to serve")
+# No default here: the timing worker runs this file without this checkout on its path, so
+# the algorithm list (benchmarks/workloads.py) is read only where it is used.
+flags.DEFINE_list("algos", None, "algorithms to serve (default: every benchmark workload's, "
+                  "in benchmarks/workloads.py's order)")
 flags.DEFINE_list("requests", ["5x1", "20x5"], "request sizes, WAYSxSHOTS")
 flags.DEFINE_integer("query_shots", 1, "query images per class in a request")
 flags.DEFINE_integer("calls", 200, "timed calls per request", lower_bound=1)
@@ -64,31 +68,44 @@ def request_name(ways, shots):
     return f"{ways}-way {shots}-shot"
 
 
+def all_algos():
+    """Every benchmark workload's algorithm, in the harness's order."""
+    from benchmarks import workloads
+    return list(workloads.ALGOS)
+
+
+def served_learner(algo, ways, shots):
+    """The learner served for `ways`x`shots` requests: built as a run builds it
+    (`experiment.make_learner`) from the algorithm's workload with episodes of that size."""
+    from benchmarks import workloads
+    from tf_meta import experiment
+    config = workloads.run_config(
+        algo, workloads.WORKLOADS[algo]._replace(ways=ways, shots=shots))
+    return experiment.make_learner(config, workloads.INPUT_SHAPE)
+
+
 def export_all(root, algos, requests):
     """Exports fresh learners for every (algo, request) into `root`; prints a manifest line each.
 
     One export per algorithm serves every request when its learner takes any number of
     ways; otherwise one per request, with a head of the request's ways.
     """
-    import tf_meta
     from benchmarks import workloads
     from tf_meta import export
     for algo in algos:
         done = {}
         for ways, shots in requests:
-            config = workloads.WORKLOADS[algo]._replace(ways=ways, shots=shots)
-            hyper = workloads.hyperparameters(algo, config)
-            if algo in TEST_INNER_STEPS:
-                hyper["test_inner_steps"] = TEST_INNER_STEPS[algo]
-            learner = tf_meta.build_learner(algo, (28, 28, 1), ways=ways, **hyper)
+            learner = served_learner(algo, ways, shots)
+            hyperparameters = learner.hyperparameter_values()  # as built
             key = None if learner.max_ways is None else (ways, shots)
             if key not in done:
                 done[key] = export.export_learner(
-                    learner, os.path.join(root, f"{algo}_{ways}way_{shots}shot"), (28, 28, 1),
-                    version=1, metadata={"algo": algo, **hyper})
+                    learner, os.path.join(root, f"{algo}_{ways}way_{shots}shot"),
+                    workloads.INPUT_SHAPE, version=1, metadata={"algo": algo, **hyperparameters})
             print(json.dumps({"algo": algo, "ways": ways, "shots": shots, "path": done[key],
                               "head_ways": learner.max_ways,
-                              "test_inner_steps": hyper.get("test_inner_steps")}), flush=True)
+                              "test_inner_steps": hyperparameters.get("test_inner_steps")}),
+                  flush=True)
 
 
 def time_model(path, ways, shots, query_shots, calls, warmup_calls):
@@ -165,17 +182,17 @@ def existing_exports(model_root, algos, requests):
     return rows
 
 
-def serve_all(export_root):
+def serve_all(export_root, algos):
     """Exports (unless --model_root) and times every request; prints one record each."""
     requests = parse_requests(FLAGS.requests)
     env = dict(os.environ)
     ok = True
     if FLAGS.model_root:
-        manifest = existing_exports(FLAGS.model_root, FLAGS.algos, requests)
+        manifest = existing_exports(FLAGS.model_root, algos, requests)
     else:
         manifest, error = run_json(
             [sys.executable, "-m", "benchmarks.serving_latency", f"--export_to={export_root}",
-             f"--algos={','.join(FLAGS.algos)}", f"--requests={','.join(FLAGS.requests)}"],
+             f"--algos={','.join(algos)}", f"--requests={','.join(FLAGS.requests)}"],
             env, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if error:
             print(json.dumps(error), flush=True)
@@ -206,19 +223,22 @@ def serve_all(export_root):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(FLAGS.algos) - set(ALGOS))
-    if unknown:
-        raise app.UsageError(f"unknown --algos {unknown}; choose from {list(ALGOS)}")
-    if FLAGS.time_model:
+    if FLAGS.time_model:  # before anything of this checkout is imported
         print(json.dumps(time_model(FLAGS.time_model, FLAGS.ways, FLAGS.shots, FLAGS.query_shots,
                                     FLAGS.calls, FLAGS.warmup_calls)), flush=True)
-    elif FLAGS.export_to:
-        export_all(FLAGS.export_to, FLAGS.algos, parse_requests(FLAGS.requests))
+        return
+    known = all_algos()
+    algos = FLAGS.algos or known
+    unknown = sorted(set(algos) - set(known))
+    if unknown:
+        raise app.UsageError(f"unknown --algos {unknown}; choose from {known}")
+    if FLAGS.export_to:
+        export_all(FLAGS.export_to, algos, parse_requests(FLAGS.requests))
     elif FLAGS.export_root:
-        sys.exit(0 if serve_all(FLAGS.export_root) else 1)
+        sys.exit(0 if serve_all(FLAGS.export_root, algos) else 1)
     else:
         with tempfile.TemporaryDirectory(prefix="tf_meta_serving_") as root:
-            ok = serve_all(root)
+            ok = serve_all(root, algos)
         sys.exit(0 if ok else 1)
 
 

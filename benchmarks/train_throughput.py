@@ -23,9 +23,11 @@ from benchmarks import workloads  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "maml", workloads.ALGOS, "algorithm to time")
-flags.DEFINE_integer("inner_steps", None, "inner steps (default: the workload's)")
+flags.DEFINE_integer("inner_steps", None, "inner steps (default: the workload's); only for "
+                     "algorithms that declare the hyperparameter inner_steps")
 flags.DEFINE_integer("meta_batch_size", None, "episodes per meta-update (default: the workload's)")
-flags.DEFINE_integer("parallel_tasks", 1, "MAML/FOMAML: tasks whose meta-gradients run at once")
+flags.DEFINE_integer("parallel_tasks", 1, "tasks whose meta-gradients run at once; only for "
+                     "algorithms that declare the hyperparameter parallel_tasks")
 flags.DEFINE_bool("xla", False, "compile the train step with XLA (jit_compile=True); off by "
                   "default: 16-18x slower for MAML on this CPU")
 flags.DEFINE_float("target_seconds", 20.0, "timed work after warm-up")
@@ -69,6 +71,7 @@ def measure(algo, config, parallel_tasks, xla, target_seconds, warmup):
         "trace_seconds": round(max(first_call - seconds / iters, 0.0), 2),
         "gflop_per_s": gflops, "sgemm_fraction": sgemm_fraction,
         "config": {**config._asdict(), "parallel_tasks": parallel_tasks, "xla": bool(xla)},
+        "hyperparameters": learner.hyperparameter_values(),  # as built: declared defaults + config
         "iters": iters, "seconds": round(seconds, 2),
         "tensorflow": tf.__version__, "keras": keras.__version__}
 

@@ -3,35 +3,48 @@
 Every benchmark process builds its learner and episodes here, so the training, pipeline and
 peer runs of one algorithm measure the same episodes: synthetic Omniglot-shaped data (a pool
 of 200 classes x 20 random 28x28 images, as ../shared/bench/peer_torch.py draws), Conv-4,
-and the peer's episode sizes and meta-batch (its DEFAULTS table).
+and the peer's episode sizes, inner steps, meta-batch (its DEFAULTS table) and meta rate.
+
+A workload is only that peer data. The learner is the library's: `run_config` states the
+workload as a `tf_meta.config.RunConfig`, and `build` makes and compiles the learner it
+describes (`tf_meta.experiment`), so every other hyperparameter (MAML's inner rate 0.4,
+Reptile's inner rate and batch, SNAIL's sequence length of the training episode, ...) is
+the algorithm's declared default or its protocol's, as in a training run.
 """
 
 from typing import NamedTuple
 
 
+INPUT_SHAPE = (28, 28, 1)
+
+
 class Workload(NamedTuple):
-    """One training configuration: episode sizes, inner steps (0: none) and meta-batch."""
+    """One training configuration: episode sizes, inner steps (0: none), meta-batch and the
+    outer learning rate (Adam's; Reptile's meta step ε, which its optimizer anneals)."""
 
     ways: int
     shots: int
     query_shots: int
     inner_steps: int
     meta_batch_size: int
+    meta_lr: float
 
 
-# The peer's DEFAULTS table for the first four. The peer's Reptile samples no queries;
-# tf_meta's needs one per class (scored for the metrics only, 5 extra forward images per
-# episode). No peer for the last three: the training episodes of tf_meta's protocols,
-# RelationNet 5-way 1-shot with 19 queries per class; MANN 5 classes x 10 labelled steps +
-# 1 query each, 16 per batch; SNAIL 5-way 1-shot, 1 query per class, 32 per batch.
+# The peer's DEFAULTS table for the first five columns of the first four, and its meta rates
+# (--meta-lr 1e-3 for Adam, --meta-step 1.0 for Reptile). The peer's Reptile samples no
+# queries; tf_meta's needs one per class (scored for the metrics only, 5 extra forward
+# images per episode). No peer for the last three: the training episodes of tf_meta's
+# protocols, RelationNet 5-way 1-shot with 19 queries per class; MANN 5 classes x 10
+# labelled steps + 1 query each, 16 per batch; SNAIL 5-way 1-shot, 1 query per class, 32
+# per batch; each with Adam 1e-3, as the peer's Adam runs.
 WORKLOADS = {
-    "maml": Workload(5, 1, 15, 1, 32),
-    "fomaml": Workload(5, 1, 15, 1, 32),
-    "protonet": Workload(60, 5, 5, 0, 1),
-    "reptile": Workload(5, 5, 1, 5, 5),
-    "relationnet": Workload(5, 1, 19, 0, 1),
-    "mann": Workload(5, 10, 1, 0, 16),
-    "snail": Workload(5, 1, 1, 0, 32),
+    "maml": Workload(5, 1, 15, 1, 32, 1e-3),
+    "fomaml": Workload(5, 1, 15, 1, 32, 1e-3),
+    "protonet": Workload(60, 5, 5, 0, 1, 1e-3),
+    "reptile": Workload(5, 5, 1, 5, 5, 1.0),
+    "relationnet": Workload(5, 1, 19, 0, 1, 1e-3),
+    "mann": Workload(5, 10, 1, 0, 16, 1e-3),
+    "snail": Workload(5, 1, 1, 0, 32, 1e-3),
 }
 ALGOS = tuple(WORKLOADS)  # the order the harness runs them in
 PEER_ALGOS = ("maml", "fomaml", "protonet", "reptile")
@@ -43,6 +56,11 @@ PEER_ALGOS = ("maml", "fomaml", "protonet", "reptile")
 GFLOP_PER_EPISODE = {"maml": 166.9 / 32, "fomaml": 148.5 / 32, "protonet": 34.8,
                      "reptile": 14.5 / 5}
 SGEMM_GFLOP_PER_S = 175.0  # two threads of MKL SGEMM on the 2-core benchmark machine
+
+# The peer's schedule of the meta rate, as RunConfig settings: constant (no decay), except
+# that the learner's own meta-optimizer may anneal over `steps` (Reptile: linearly to 0
+# over 100,000 meta-iterations, the peer's --anneal-iters).
+PEER_SCHEDULE = dict(steps=100000, lr_decay_every=100000, lr_decay_rate=1.0)
 
 
 def workload(algo, inner_steps=None, meta_batch_size=None):
@@ -67,40 +85,48 @@ def gflop_per_s(algo, config, episodes_per_s):
     return round(rate, 2), round(rate / SGEMM_GFLOP_PER_S, 4)
 
 
-def hyperparameters(algo, config, parallel_tasks=1):
-    """Constructor arguments of the learner that trains `config` as the peer does."""
-    if algo in ("maml", "fomaml"):
-        return dict(inner_lr=0.4, inner_steps=config.inner_steps, parallel_tasks=parallel_tasks)
-    if algo == "reptile":
-        return dict(inner_lr=1e-3, inner_steps=config.inner_steps, inner_batch_size=10)
-    if algo == "snail":
-        return dict(sequence_length=config.ways * config.shots + 1)
-    return {}
+def run_config(algo, config, parallel_tasks=1):
+    """The `tf_meta.config.RunConfig` that trains `config` (a Workload) as the peer does.
+
+    Training and test episodes of the workload's sizes on the synthetic dataset, its
+    meta-batch and meta rate on PEER_SCHEDULE; its inner steps and `parallel_tasks` for
+    the algorithms that declare those hyperparameters. Everything else is left to the
+    algorithm's declared defaults and its protocol.
+    """
+    from tf_meta.algorithms import learner_class
+    from tf_meta.config import RunConfig
+    declared = learner_class(algo).hyperparameter_names()
+    hyperparameters = {name: value for name, value in (("inner_steps", config.inner_steps),
+                                                       ("parallel_tasks", parallel_tasks))
+                       if name in declared}
+    return RunConfig.from_settings(
+        algo=algo, dataset="synthetic", ways=config.ways, shots=config.shots,
+        train_ways=config.ways, train_shots=config.shots, train_query_shots=config.query_shots,
+        meta_batch_size=config.meta_batch_size, meta_lr=config.meta_lr, **PEER_SCHEDULE,
+        **hyperparameters)
 
 
 def episodes(config, seed=0):
     """The endless training stream of `config`: meta-batches of Episodes from the pool."""
     import tf_meta
-    pool = tf_meta.data.synthetic(200, 20, (28, 28, 1), noise=2.0)
+    pool = tf_meta.data.synthetic(200, 20, INPUT_SHAPE, noise=2.0)
     return tf_meta.make_episode_dataset(pool, config.ways, config.shots, config.query_shots,
                                         config.meta_batch_size, seed=seed)
 
 
 def build(algo, config, parallel_tasks=1, xla=False):
-    """A compiled learner for `config`: the peer's optimizer (Adam 1e-3; Reptile SGD(1.0)).
+    """A compiled learner for `config`, built as a run of `run_config(...)` builds it.
 
     XLA (`jit_compile=True`) is off unless asked for: on this CPU it made MAML 16-18x
     slower (docs/PERFORMANCE.md).
     """
     import keras
 
-    import tf_meta
-    keras.utils.set_random_seed(0)
-    learner = tf_meta.build_learner(algo, (28, 28, 1), ways=config.ways,
-                                    **hyperparameters(algo, config, parallel_tasks))
-    meta_lr = 1.0 if algo == "reptile" else 1e-3
-    learner.compile(optimizer=learner.meta_optimizer(meta_lr, 100000, 100000, 1.0),
-                    jit_compile=bool(xla))
+    from tf_meta import experiment
+    settings = run_config(algo, config, parallel_tasks)
+    keras.utils.set_random_seed(settings.seed)
+    learner = experiment.compile_learner(experiment.make_learner(settings, INPUT_SHAPE),
+                                         settings, jit_compile=bool(xla))
     learner.optimizer.build(learner.trainable_variables)  # as fit() does: one trace, not two
     return learner
 

@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-from benchmarks import memory
+from benchmarks import memory, workloads
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,22 @@ def test_a_finished_process_reads_as_empty():
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     assert memory.resident_kib(process.pid) == {}
+
+
+def test_every_algorithm_has_a_workload_its_run_config_states():
+    """The harness covers the registry, and a workload reaches the learner only as settings."""
+    from tf_meta.algorithms import ALGORITHMS, learner_class
+    assert set(workloads.WORKLOADS) == set(ALGORITHMS)
+    for algo, workload in workloads.WORKLOADS.items():
+        config = workloads.run_config(algo, workload, parallel_tasks=2)
+        assert (config.algo, config.train_ways, config.train_shots, config.train_query_shots,
+                config.meta_batch_size, config.meta_lr) == (
+            algo, workload.ways, workload.shots, workload.query_shots,
+            workload.meta_batch_size, workload.meta_lr)
+        declared = learner_class(algo).hyperparameter_names()
+        assert set(config.hyperparameters) == set(declared)
+        for name, value in (("inner_steps", workload.inner_steps), ("parallel_tasks", 2)):
+            assert config.hyperparameters.get(name, value) == value, (algo, name)
 
 
 def test_profile_reads_the_trace_it_records(tmp_path):
