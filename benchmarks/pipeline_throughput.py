@@ -19,7 +19,7 @@ from absl import app, flags  # noqa: E402
 from benchmarks import workloads  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("algo", "maml", workloads.ALGOS, "algorithm whose workload to sample")
+flags.DEFINE_enum("algo", "maml", workloads.algos(), "algorithm whose workload to sample")
 flags.DEFINE_integer("meta_batch_size", None, "episodes per meta-batch (default: the workload's)")
 flags.DEFINE_float("target_seconds", 20.0, "timed iteration after warm-up")
 flags.DEFINE_integer("warmup", 3, "untimed meta-batches (the first builds the pipeline)")

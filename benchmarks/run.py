@@ -32,7 +32,8 @@ from benchmarks import memory, workloads
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("algos", list(workloads.ALGOS), "algorithms to measure, in this order")
+flags.DEFINE_list("algos", None, "algorithms to measure, in this order (default: every "
+                  "algorithm of the registry, the peer's first)")
 flags.DEFINE_float("target_seconds", 20.0, "timed work per measurement, after warm-up")
 flags.DEFINE_integer("warmup", 3, "untimed meta-iterations (or meta-batches) first")
 flags.DEFINE_integer("inner_steps", None, "override the workloads' inner steps (algorithms "
@@ -198,9 +199,11 @@ def machine():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(FLAGS.algos) - set(workloads.ALGOS))
+    known = workloads.algos()
+    FLAGS.algos = FLAGS.algos or list(known)
+    unknown = sorted(set(FLAGS.algos) - set(known))
     if unknown:
-        raise app.UsageError(f"unknown --algos {unknown}; choose from {list(workloads.ALGOS)}")
+        raise app.UsageError(f"unknown --algos {unknown}; choose from {list(known)}")
     if FLAGS.compare and not FLAGS.peer_python:
         raise app.UsageError("--compare needs --peer_python (e.g. /tmp/peerenv/bin/python)")
     emit(machine())

@@ -71,7 +71,7 @@ def request_name(ways, shots):
 def all_algos():
     """Every benchmark workload's algorithm, in the harness's order."""
     from benchmarks import workloads
-    return list(workloads.ALGOS)
+    return list(workloads.algos())
 
 
 def served_learner(algo, ways, shots):
@@ -80,7 +80,7 @@ def served_learner(algo, ways, shots):
     from benchmarks import workloads
     from tf_meta import experiment
     config = workloads.run_config(
-        algo, workloads.WORKLOADS[algo]._replace(ways=ways, shots=shots))
+        algo, workloads.workload(algo)._replace(ways=ways, shots=shots))
     return experiment.make_learner(config, workloads.INPUT_SHAPE)
 
 

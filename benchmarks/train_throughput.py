@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 from benchmarks import workloads  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("algo", "maml", workloads.ALGOS, "algorithm to time")
+flags.DEFINE_enum("algo", "maml", workloads.algos(), "algorithm to time")
 flags.DEFINE_integer("inner_steps", None, "inner steps (default: the workload's); only for "
                      "algorithms that declare the hyperparameter inner_steps")
 flags.DEFINE_integer("meta_batch_size", None, "episodes per meta-update (default: the workload's)")

@@ -30,24 +30,34 @@ class Workload(NamedTuple):
     meta_lr: float
 
 
-# The peer's DEFAULTS table for the first five columns of the first four, and its meta rates
-# (--meta-lr 1e-3 for Adam, --meta-step 1.0 for Reptile). The peer's Reptile samples no
-# queries; tf_meta's needs one per class (scored for the metrics only, 5 extra forward
-# images per episode). No peer for the last three: the training episodes of tf_meta's
-# protocols, RelationNet 5-way 1-shot with 19 queries per class; MANN 5 classes x 10
-# labelled steps + 1 query each, 16 per batch; SNAIL 5-way 1-shot, 1 query per class, 32
-# per batch; each with Adam 1e-3, as the peer's Adam runs.
-WORKLOADS = {
+# The peer's DEFAULTS table for the first five columns, and its meta rates (--meta-lr 1e-3
+# for Adam, --meta-step 1.0 for Reptile). The peer's Reptile samples no queries; tf_meta's
+# needs one per class (scored for the metrics only, 5 extra forward images per episode).
+PEER_WORKLOADS = {
     "maml": Workload(5, 1, 15, 1, 32, 1e-3),
     "fomaml": Workload(5, 1, 15, 1, 32, 1e-3),
     "protonet": Workload(60, 5, 5, 0, 1, 1e-3),
     "reptile": Workload(5, 5, 1, 5, 5, 1.0),
-    "relationnet": Workload(5, 1, 19, 0, 1, 1e-3),
-    "mann": Workload(5, 10, 1, 0, 16, 1e-3),
-    "snail": Workload(5, 1, 1, 0, 32, 1e-3),
 }
-ALGOS = tuple(WORKLOADS)  # the order the harness runs them in
-PEER_ALGOS = ("maml", "fomaml", "protonet", "reptile")
+PEER_ALGOS = tuple(PEER_WORKLOADS)
+
+
+def algos():
+    """Every algorithm of the registry, the peer's first: the order the harness runs them in."""
+    from tf_meta.algorithms import ALGORITHMS
+    return (*PEER_ALGOS, *(algo for algo in ALGORITHMS if algo not in PEER_WORKLOADS))
+
+
+def protocol_workload(algo):
+    """An algorithm without a peer trains its protocol's Omniglot training episodes (e.g.
+    RelationNet 5-way 1-shot, 19 queries per class; MANN 5 classes x 10 labelled steps + 1
+    query, 16 per batch; SNAIL 5-way 1-shot, 1 query, 32 per batch) at its protocol's rate."""
+    from tf_meta.config import RunConfig
+    config = RunConfig(algo=algo)
+    return Workload(config.train_ways, config.train_shots, config.train_query_shots,
+                    config.hyperparameters.get("inner_steps", 0), config.meta_batch_size,
+                    config.meta_lr)
+
 
 # GFLOP per episode of the peer's workloads, from ../shared/bench/README.md (torch's FLOP
 # counter: MAML 166.9 GFLOP per meta-iteration of 32 episodes, FOMAML 148.5, a ProtoNet
@@ -64,8 +74,9 @@ PEER_SCHEDULE = dict(steps=100000, lr_decay_every=100000, lr_decay_rate=1.0)
 
 
 def workload(algo, inner_steps=None, meta_batch_size=None):
-    """WORKLOADS[algo] with the given overrides (None keeps the peer's value)."""
-    base = WORKLOADS[algo]
+    """The peer's workload of `algo` (else its protocol's) with the given overrides (None
+    keeps the workload's value)."""
+    base = PEER_WORKLOADS.get(algo) or protocol_workload(algo)
     return base._replace(
         inner_steps=base.inner_steps if inner_steps is None else inner_steps,
         meta_batch_size=meta_batch_size or base.meta_batch_size)
@@ -77,7 +88,7 @@ def gflop_per_s(algo, config, episodes_per_s):
     None, None when `config` differs from the peer's workload in anything but the
     meta-batch (no FLOP count for it).
     """
-    peer = WORKLOADS[algo]
+    peer = PEER_WORKLOADS.get(algo)
     if algo not in GFLOP_PER_EPISODE or config._replace(
             meta_batch_size=peer.meta_batch_size) != peer:
         return None, None

@@ -34,10 +34,13 @@ def test_a_finished_process_reads_as_empty():
 
 
 def test_every_algorithm_has_a_workload_its_run_config_states():
-    """The harness covers the registry, and a workload reaches the learner only as settings."""
+    """The harness covers the registry (an algorithm without a peer trains its protocol's
+    episodes), and a workload reaches the learner only as settings."""
     from tf_meta.algorithms import ALGORITHMS, learner_class
-    assert set(workloads.WORKLOADS) == set(ALGORITHMS)
-    for algo, workload in workloads.WORKLOADS.items():
+    assert sorted(workloads.algos()) == sorted(ALGORITHMS)
+    assert workloads.workload("relationnet") == workloads.Workload(5, 1, 19, 0, 1, 1e-3)
+    for algo in workloads.algos():
+        workload = workloads.workload(algo)
         config = workloads.run_config(algo, workload, parallel_tasks=2)
         assert (config.algo, config.train_ways, config.train_shots, config.train_query_shots,
                 config.meta_batch_size, config.meta_lr) == (
