@@ -18,11 +18,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from tf_meta import build_learner, export
+from tf_meta import ALGORITHMS, build_learner, export
+from tf_meta.algorithms import learner_class
 
 HEAD = 5  # the output head of the learners that have one (MAML, FOMAML, Reptile, MANN, SNAIL)
-HEADLESS = ("protonet", "relationnet")  # any number of ways
-ALGOS = ["protonet", "maml", "fomaml", "reptile", "relationnet", "mann", "snail"]
+ALGOS = list(ALGORITHMS)
+HEADLESS = [algo for algo in ALGOS if not learner_class(algo).HAS_HEAD]  # any number of ways
 # Short inner loops and a small memory: the checks, not the learners, are under test.
 TINY = {"maml": dict(test_inner_steps=1), "fomaml": dict(test_inner_steps=1),
         "reptile": dict(test_inner_steps=1),

@@ -109,6 +109,7 @@ def write_images(root, layout, size=12):
 def bad_runs(tmp):
     """(name, settings, train?, message): bad input only the data or the disk reveal."""
     (tmp / "a_file").write_text("a file where a folder should be")
+    (tmp / "m_adapted").write_text("a file where the adapted export's folder should be")
     write_images(tmp / "support", {f"c{c}": 2 for c in range(6)}, size=28)
     return [
         ("more test ways than val classes", dict(ways=21, train_ways=21),
@@ -126,9 +127,11 @@ def bad_runs(tmp):
          "has 6 classes, more than the 5-way head"),
         ("an export path under a file", dict(export_dir=str(tmp / "a_file" / "export")),
          "is not a folder"),
-        ("an adapted export path under a file",
-         dict(algo="maml", export_adapted="test_episode", export_dir=str(tmp / "a_file")),
+        ("an export path that is a file", dict(export_dir=str(tmp / "a_file")),
          "is not a folder"),
+        ("an adapted export path that is a file",
+         dict(algo="maml", export_adapted="test_episode", export_dir=str(tmp / "m")),
+         "cannot write '" + str(tmp / "m_adapted") + "'"),
         ("multi_worker without TF_CONFIG", dict(strategy="multi_worker"),
          "--strategy=multi_worker needs TF_CONFIG"),
     ]

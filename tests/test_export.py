@@ -13,8 +13,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from conftest import ROOT
-from tf_meta import build_learner, data, export
-from tf_meta.algorithms import MANN, ProtoNet, Reptile
+from tf_meta import ALGORITHMS, build_learner, data, export
+from tf_meta.algorithms import MANN, ProtoNet, Reptile, learner_class
 from tf_meta.episode import Episode
 
 REQUEST = ROOT / "docs" / "example_request.json"
@@ -22,7 +22,7 @@ REQUEST_EPISODE = dict(ways=5, shots=1, query_shots=1, meta_batch_size=1, seed=0
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
-ADAPTIVE = ["maml", "fomaml", "reptile"]  # the learners with an inner loop
+ADAPTIVE = [algo for algo in ALGORITHMS if learner_class(algo).ADAPTS]  # with an inner loop
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,7 +37,7 @@ def trained(algo):
     return learner
 
 
-@pytest.fixture(scope="module", params=["protonet", "relationnet", "mann", "snail"] + ADAPTIVE)
+@pytest.fixture(scope="module", params=list(ALGORITHMS))
 def learner(request):
     return trained(request.param)
 
@@ -98,8 +98,8 @@ def test_round_trip_without_tf_meta_answers_the_readme_request(learner, exported
     logits = in_memory(learner, body)
     assert logits.shape == (5, 5)
     assert_same_logits(outputs["logits"], logits, learner)
-    served = np.asarray(outputs["logits"])
-    np.testing.assert_allclose(outputs["probabilities"], tf.nn.softmax(served, axis=-1),
+    served = np.asarray(outputs["logits"])  # the learner's own probabilities of its logits
+    np.testing.assert_allclose(outputs["probabilities"], learner.probabilities(served),
                                atol=1e-6)
     assert outputs["classes"] == np.argmax(served, axis=-1).tolist()
 
@@ -138,7 +138,7 @@ def test_the_adapted_learner_exports_as_a_plain_classifier(adaptive, tmp_path):
     query_x = tf.constant(inputs["query_images"], tf.float32)
     fast = learner.adapt(support_x, support_y, training=False)
     logits = learner.score(fast, Episode(support_x, support_y, query_x, None), training=False)
-    np.testing.assert_allclose(outputs["probabilities"], tf.nn.softmax(logits, axis=-1),
+    np.testing.assert_allclose(outputs["probabilities"], learner.probabilities(logits),
                                atol=1e-4)
     assert outputs["classes"] == np.argmax(logits, axis=-1).tolist()
 
