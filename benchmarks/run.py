@@ -34,15 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = flags.FLAGS
 flags.DEFINE_list("algos", None, "algorithms to measure, in this order (default: every "
                   "algorithm of the registry, the peer's first)")
-flags.DEFINE_float("target_seconds", 20.0, "timed work per measurement, after warm-up")
-flags.DEFINE_integer("warmup", 3, "untimed meta-iterations (or meta-batches) first")
-flags.DEFINE_integer("inner_steps", None, "override the workloads' inner steps (algorithms "
-                     "that declare the hyperparameter inner_steps)")
-flags.DEFINE_integer("meta_batch_size", None, "override the workloads' meta-batch")
-flags.DEFINE_integer("parallel_tasks", 1, "tasks whose meta-gradients run at once (algorithms "
-                     "that declare the hyperparameter parallel_tasks)")
-flags.DEFINE_bool("xla", False, "train with XLA (jit_compile=True); off by default: on this "
-                  "CPU it made MAML 16-18x slower")
+workloads.define_workload_flags()
 flags.DEFINE_bool("train", True, "measure training throughput")
 flags.DEFINE_bool("pipeline", True, "measure the input pipeline alone")
 flags.DEFINE_bool("compare", False, "run the PyTorch peer before and after each tf_meta run "

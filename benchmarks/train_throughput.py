@@ -23,15 +23,7 @@ from benchmarks import workloads  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "maml", workloads.algos(), "algorithm to time")
-flags.DEFINE_integer("inner_steps", None, "inner steps (default: the workload's); only for "
-                     "algorithms that declare the hyperparameter inner_steps")
-flags.DEFINE_integer("meta_batch_size", None, "episodes per meta-update (default: the workload's)")
-flags.DEFINE_integer("parallel_tasks", 1, "tasks whose meta-gradients run at once; only for "
-                     "algorithms that declare the hyperparameter parallel_tasks")
-flags.DEFINE_bool("xla", False, "compile the train step with XLA (jit_compile=True); off by "
-                  "default: 16-18x slower for MAML on this CPU")
-flags.DEFINE_float("target_seconds", 20.0, "timed work after warm-up")
-flags.DEFINE_integer("warmup", 3, "untimed meta-iterations, the first of which traces")
+workloads.define_workload_flags()
 
 
 def peak_rss_mb():

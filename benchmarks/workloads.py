@@ -73,6 +73,22 @@ SGEMM_GFLOP_PER_S = 175.0  # two threads of MKL SGEMM on the 2-core benchmark ma
 PEER_SCHEDULE = dict(steps=100000, lr_decay_every=100000, lr_decay_rate=1.0)
 
 
+def define_workload_flags():
+    """The flags that choose and time a workload, shared by train_throughput and run."""
+    from absl import flags
+    flags.DEFINE_integer("inner_steps", None, "inner steps (default: the workload's); only for "
+                         "algorithms that declare the hyperparameter inner_steps")
+    flags.DEFINE_integer("meta_batch_size", None, "episodes per meta-update (default: the "
+                         "workload's)")
+    flags.DEFINE_integer("parallel_tasks", 1, "tasks whose meta-gradients run at once; only "
+                         "for algorithms that declare the hyperparameter parallel_tasks")
+    flags.DEFINE_bool("xla", False, "compile the train step with XLA (jit_compile=True); off "
+                      "by default: 16-18x slower for MAML on this CPU")
+    flags.DEFINE_float("target_seconds", 20.0, "timed work per measurement, after warm-up")
+    flags.DEFINE_integer("warmup", 3, "untimed meta-iterations (or meta-batches) first; the "
+                         "first traces")
+
+
 def workload(algo, inner_steps=None, meta_batch_size=None):
     """The peer's workload of `algo` (else its protocol's) with the given overrides (None
     keeps the workload's value)."""

@@ -105,7 +105,8 @@ class SequenceLearner(BatchedLearner):
     """A black-box learner reading [embedding(x), one-hot label] steps (MANN, SNAIL).
 
     Its backbone is a `LabelledEmbedding`, which fixes the label width and the size of
-    the output head (`max_ways`) when the learner is built.
+    the output head (`max_ways`) when the learner is built. An episode with fewer classes
+    uses the first outputs; more is an error, raised in the graph (`to_sequence`).
     """
 
     HAS_HEAD = True
