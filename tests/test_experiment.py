@@ -205,7 +205,8 @@ def test_the_same_seed_gives_the_same_run(tmp_path):
 def test_export_adapted_from_a_folder_of_support_images(tmp_path):
     write_images(tmp_path / "support", {f"class{c}": 2 for c in range(3)}, size=28)
     result = experiment.train_and_evaluate(
-        tiny(tmp_path, algo="maml", export_adapted=str(tmp_path / "support")),
+        tiny(tmp_path, algo="maml", export_adapted=str(tmp_path / "support"),
+             meta_batch_size=2, train_query_shots=2),
         str(tmp_path / "run"))
     meta = json.loads((tmp_path / "export_adapted" / "1" / "assets.extra" /
                        "tf_meta.json").read_text())
