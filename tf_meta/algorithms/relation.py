@@ -5,9 +5,9 @@ import tensorflow as tf
 from keras import ops
 
 from tf_meta import backbones
-from tf_meta.algorithms.base import BatchedLearner
+from tf_meta.algorithms.base import LOGITS_SPEC, BatchedLearner
 from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter
-from tf_meta.episode import num_ways
+from tf_meta.episode import Episode, num_ways
 
 
 def class_features(support_features, support_y, ways):
@@ -96,7 +96,8 @@ class RelationNet(BatchedLearner):
 
     BatchNorm policy: the reference code never switches its networks to eval mode, so test
     episodes are normalised with their own batch statistics: `transductive=True`, the
-    default (served requests too; moving statistics are then left untouched).
+    default (served requests too; moving statistics are then left untouched), each test
+    episode alone, whatever the evaluation meta-batch.
     `transductive=False` uses the moving statistics at test. As in the reference, support
     and query images are embedded in separate forward passes (separate batch statistics).
 
@@ -125,7 +126,19 @@ class RelationNet(BatchedLearner):
         return backbones.mlp(input_shape)
 
     def batch_logits(self, episodes, training):
-        """Relation scores [B, Q, N] in [0, 1]."""
+        """Relation scores [B, Q, N] in [0, 1].
+
+        At a transductive test each episode is scored alone, so its batch statistics are
+        its own whatever the evaluation meta-batch (the reference tests one episode at a
+        time; flattening 50 episodes into one batch moved scores by up to 0.58).
+        """
+        if training or not self.transductive:
+            return self._scores(episodes, training)
+        return tf.map_fn(lambda e: self._scores(Episode(*(t[None] for t in e)), training)[0],
+                         tuple(episodes), fn_output_signature=LOGITS_SPEC)
+
+    def _scores(self, episodes, training):
+        """Relation scores [B, Q, N], every network run once over the meta-batch."""
         support = self._features(self.backbone, _flat(episodes.support_x), training)  # [B*S, *F]
         query = self._features(self.backbone, _flat(episodes.query_x), training)
         batch = tf.shape(episodes.support_x)[0]
