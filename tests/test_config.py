@@ -69,7 +69,8 @@ def test_unset_settings_take_the_protocol_and_the_declared_defaults():
     config = RunConfig(algo="maml")
     assert (config.ways, config.shots, config.train_ways, config.meta_batch_size) == (5, 1, 5, 32)
     assert config.hyperparameters == {"inner_lr": 0.4, "inner_steps": 1, "test_inner_steps": 3,
-                                      "transductive": True, "parallel_tasks": 1}
+                                      "transductive": True, "adapt_batchnorm": True,
+                                      "parallel_tasks": 1}
     assert config.export_dir == "saved_models/maml"
     assert config.eval_every == 500 and config.checkpoint_every == 100
     sinusoid = RunConfig(algo="maml", dataset="sinusoid")  # the dataset's protocol wins
@@ -144,3 +145,15 @@ def test_each_default_is_written_once(algo):
         row = table.get(algo, {})
         repeated = {k: v for k, v in row.items() if k in declared and declared[k] == v}
         assert not repeated, (algo, repeated)
+
+
+def test_a_network_is_chosen_by_name_for_image_datasets():
+    config = RunConfig.from_settings(algo="maml", network="conv4_strided_mean",
+                                     adapt_batchnorm=False)
+    assert config.network == "conv4_strided_mean" and "--network=conv4_strided_mean\n" in (
+        config.to_flags())
+    assert RunConfig().network is None  # the algorithm's own
+    with pytest.raises(ValueError, match="--network=resnet: choose from conv4, conv4_strided"):
+        RunConfig(network="resnet")
+    with pytest.raises(ValueError, match="--network does not apply to --dataset=sinusoid"):
+        RunConfig(algo="maml", dataset="sinusoid", network="conv4")

@@ -66,6 +66,9 @@ def test_the_learner_a_config_describes(tmp_path):
     assert learner.backbone.name == "sinusoid_mlp"  # the dataset's network, the paper's
     reptile = experiment.make_learner(RunConfig(algo="reptile", ways=4), (8,))
     assert reptile.max_ways == 4 and reptile.inner_batch_size == 10
+    strided = experiment.make_learner(RunConfig(algo="maml", network="conv4_strided_mean"),
+                                      (28, 28, 1))
+    assert strided.backbone.layers[0].name == "conv4_strided_mean"
 
 
 def test_a_regression_run_and_its_adapted_export(tmp_path):

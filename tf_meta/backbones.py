@@ -1,5 +1,7 @@
 """Plain Keras backbones shared by the learners (no meta-specific layer twins)."""
 
+import functools
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -59,14 +61,15 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 and self.compute_dtype == "float32")
 
 
-def conv_block(filters, pool=True, padding="same", name=None):
-    """conv3x3 -> BatchNorm -> ReLU (-> maxpool 2x2): the Conv-4 building block.
+def conv_block(filters, pool=True, padding="same", strides=1, scale=True, name=None):
+    """conv3x3 (stride `strides`) -> BatchNorm -> ReLU (-> maxpool 2x2): the Conv-4 block.
 
     BatchNorm momentum 0.9 is PyTorch's default (0.1 there), which the reference
     implementations of these papers ran with; Keras's 0.99 lags far behind in short runs.
+    `scale=False` drops BatchNorm's scale γ (the offset β stays).
     """
-    layers = [keras.layers.Conv2D(filters, 3, padding=padding),
-              BatchNormalization(momentum=0.9),
+    layers = [keras.layers.Conv2D(filters, 3, strides=strides, padding=padding),
+              BatchNormalization(momentum=0.9, scale=scale),
               keras.layers.ReLU()]
     if pool:
         layers.append(keras.layers.MaxPooling2D(2))
@@ -88,6 +91,31 @@ def conv4(input_shape, filters=64, name="conv4"):
         [keras.Input(input_shape), keras.layers.Rescaling(1.0 / 255)]
         + [conv_block(filters, name=f"block{i}") for i in range(4)]
         + [keras.layers.Flatten()], name=name)
+
+
+def strided_conv4(input_shape, filters=64, reduce="flatten", scale=True, name="conv4_strided"):
+    """The Omniglot network of the MAML and Reptile papers: 4 x [conv3x3 stride 2 SAME,
+    BatchNorm, ReLU], no pooling layers; 28x28 images become 2x2 maps.
+
+    reduce="flatten" flattens the maps ([batch, 4 * filters] for 28x28), as
+    openai/supervised-reptile (supervised_reptile/models.py, OmniglotModel) does before its
+    dense head; reduce="mean" averages them over space ([batch, filters]), as cbfinn/maml
+    (maml.py, forward_conv, for Omniglot; its utils.py conv_block strides when max_pool is
+    off). cbfinn/maml's BatchNorm is tf.contrib.layers.batch_norm with its defaults, an
+    offset and no scale: `scale=False`. Pixels are rescaled to [0, 1] in the graph, as in
+    `conv4`.
+
+    Returns:
+      keras.Sequential: [batch, H, W, C] pixels -> [batch, D] float32.
+    """
+    if reduce not in ("flatten", "mean"):
+        raise ValueError(f"reduce must be 'flatten' or 'mean', got {reduce!r}")
+    return keras.Sequential(
+        [keras.Input(input_shape), keras.layers.Rescaling(1.0 / 255)]
+        + [conv_block(filters, pool=False, strides=2, scale=scale, name=f"block{i}")
+           for i in range(4)]
+        + [keras.layers.Flatten() if reduce == "flatten"
+           else keras.layers.GlobalAveragePooling2D()], name=name)
 
 
 def pixels(input_shape, name="pixels"):
@@ -143,13 +171,35 @@ def sinusoid_mlp(units=(40, 40), kernel_initializer=None):
                             + [dense(1)], name="sinusoid_mlp")
 
 
-def embedding_for(input_shape):
-    """Default embedding for an input shape: conv4 for images, mlp for vectors."""
-    return conv4(input_shape) if len(input_shape) == 3 else mlp(input_shape)
+# Image networks by name (a run's `network` setting): input_shape, **kwargs -> an embedding.
+NETWORKS = {
+    "conv4": conv4,  # Vinyals et al. / Snell et al.: max-pool after each block
+    "conv4_strided": strided_conv4,  # Nichol et al. (Reptile): stride 2, flattened
+    "conv4_strided_mean": functools.partial(  # Finn et al. (MAML): stride 2, mean over space
+        strided_conv4, reduce="mean", scale=False, name="conv4_strided_mean"),
+}
 
 
-def classifier_for(input_shape, outputs):
-    """embedding_for(input_shape) followed by a linear head: [batch, ...] -> [batch, outputs]."""
-    embedding = embedding_for(input_shape)
+def embedding_for(input_shape, network=None):
+    """Default embedding for an input shape: NETWORKS[network] (conv4) for images, mlp for
+    vectors.
+
+    Raises:
+      ValueError: a network named for vector inputs, or an unknown network.
+    """
+    if len(input_shape) != 3:
+        if network is not None:
+            raise ValueError(f"network={network!r} is for images; inputs {tuple(input_shape)} "
+                             "get an MLP")
+        return mlp(input_shape)
+    if (network or "conv4") not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose from {sorted(NETWORKS)}")
+    return NETWORKS[network or "conv4"](input_shape)
+
+
+def classifier_for(input_shape, outputs, network=None):
+    """embedding_for(input_shape, network) followed by a linear head: [batch, ...] ->
+    [batch, outputs]."""
+    embedding = embedding_for(input_shape, network)
     return keras.Sequential([embedding, keras.layers.Dense(outputs, name="head")],
                             name=f"{embedding.name}_classifier")

@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 from tf_meta import distribute, protocols, training
 from tf_meta.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, learner_class
 from tf_meta.algorithms.hyperparameters import resolve
+from tf_meta.backbones import NETWORKS
 from tf_meta.data.sources import SPLIT_SCHEMES
 from tf_meta.datasets import DATASETS
 
@@ -49,6 +50,10 @@ class RunConfig:
                                        "TFDS_DATA_DIR or ~/tensorflow_datasets); the image "
                                        "root for --dataset=folder")
     download: bool = _setting(True, bool, "let TFDS download omniglot when it is not prepared")
+    network: Optional[str] = _setting(None, str, "image network: conv4 (max-pool; Vinyals et "
+                                      "al., Snell et al.), conv4_strided (Reptile's), "
+                                      "conv4_strided_mean (MAML's) (default: the "
+                                      "algorithm's own)", [None, *NETWORKS])
     ways: Optional[int] = _setting(None, int, "test classes per episode (N in N-way)",
                                    minimum=1, from_protocol=True)
     shots: Optional[int] = _setting(None, int, "support examples per class in test episodes "
@@ -186,7 +191,7 @@ class RunConfig:
 
     def summary(self):
         """The settings a result is reported with: dict for its JSON."""
-        names = ("algo", "dataset", "split", "ways", "shots", "query_shots", "steps")
+        names = ("algo", "dataset", "split", "network", "ways", "shots", "query_shots", "steps")
         return {**{n: getattr(self, n) for n in names}, **self.hyperparameters}
 
     def _set(self, name, value):
@@ -197,7 +202,7 @@ class RunConfig:
             choices = field.metadata.get("choices")
             if choices and getattr(self, field.name) not in choices:
                 raise ValueError(f"--{field.name}={getattr(self, field.name)}: choose from "
-                                 f"{', '.join(choices)}")
+                                 f"{', '.join(c for c in choices if c is not None)}")
         task = DATASETS[self.dataset].task
         if task not in learner_class(self.algo).TASKS:
             able = sorted(a for a in ALGORITHMS if task in learner_class(a).TASKS)
@@ -212,6 +217,9 @@ class RunConfig:
                 raise ValueError(f"--{field.name} must be positive and finite, got {value}")
         if self.dataset == "folder" and not self.data_dir:
             raise ValueError("--dataset=folder needs --data_dir")
+        if self.network and DATASETS[self.dataset].backbone:
+            raise ValueError(f"--network does not apply to --dataset={self.dataset}, which "
+                             "has its paper's network")
         if algorithm.HAS_HEAD and self.task == "classification" and self.ways > self.train_ways:
             raise ValueError(f"--ways={self.ways} exceeds the {self.train_ways}-way head "
                              "trained with --train_ways")
@@ -253,7 +261,8 @@ def flag_definitions():
     algorithms that take it, with each one's own help and default where they differ.
     """
     definitions = [FlagDefinition(f.name, f.metadata["type"], f.default, f.metadata["help"],
-                                  f.metadata["choices"])
+                                  f.metadata["choices"] and [
+                                      c for c in f.metadata["choices"] if c is not None])
                    for f in dataclasses.fields(RunConfig) if "type" in f.metadata]
     declared = {}  # name -> {(help, default): [algos]}
     for algo in ALGORITHMS:

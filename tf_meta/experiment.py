@@ -51,7 +51,8 @@ def make_learner(config, input_shape):
     regression = config.task == "regression"
     return build_learner(config.algo, input_shape, ways=1 if regression else config.train_ways,
                          backbone=dataset.backbone() if dataset.backbone else None,
-                         regression=regression, **config.hyperparameters)
+                         network=config.network, regression=regression,
+                         **config.hyperparameters)
 
 
 def compile_learner(learner, config, jit_compile=False):

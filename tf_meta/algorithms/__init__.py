@@ -34,19 +34,19 @@ def learner_class(algo):
     return getattr(constructor, "func", constructor)  # see through functools.partial
 
 
-def build_learner(algo, input_shape, ways=None, backbone=None, **kwargs):
+def build_learner(algo, input_shape, ways=None, backbone=None, network=None, **kwargs):
     """A built MetaLearner for `algo` over inputs of `input_shape`.
 
-    The backbone is the algorithm's `default_backbone(input_shape, ways)` (Conv-4 for
-    images, an MLP for vectors; with a `ways`-output head for MAML and Reptile) unless
-    `backbone` is given; `kwargs` go to the algorithm's constructor (its hyperparameters,
-    `regression`).
+    The backbone is the algorithm's `default_backbone(input_shape, ways, network)` (its
+    paper's image network, or `backbones.NETWORKS[network]`, an MLP for vectors; with a
+    `ways`-output head for MAML and Reptile) unless `backbone` is given; `kwargs` go to
+    the algorithm's constructor (its hyperparameters, `regression`).
 
     Raises:
       ValueError: unknown algo, or a hyperparameter it does not take or out of bounds.
     """
     if backbone is None:
-        backbone = learner_class(algo).default_backbone(tuple(input_shape), ways)
+        backbone = learner_class(algo).default_backbone(tuple(input_shape), ways, network)
     learner = ALGORITHMS[algo](backbone, **kwargs)
     learner.build((None, *input_shape))
     return learner

@@ -24,10 +24,10 @@ class FastWeightLearner(MetaLearner):
     HAS_HEAD = True
 
     @staticmethod
-    def default_backbone(input_shape, ways):
+    def default_backbone(input_shape, ways, network=None):
         if not ways:
             raise ValueError("MAML and Reptile need `ways`, the size of their output head")
-        return backbones.classifier_for(input_shape, ways)
+        return backbones.classifier_for(input_shape, ways, network)
 
     @property
     def max_ways(self):

@@ -90,9 +90,10 @@ class MetaLearner(keras.Model):
         return self.task == "regression"
 
     @staticmethod
-    def default_backbone(input_shape, ways):
-        """The backbone `build_learner` gives this algorithm: an embedding by default."""
-        return backbones.embedding_for(input_shape)
+    def default_backbone(input_shape, ways, network=None):
+        """The backbone `build_learner` gives this algorithm: an embedding by default, the
+        image network `network` (`backbones.NETWORKS`) or the algorithm's own choice."""
+        return backbones.embedding_for(input_shape, network)
 
     @property
     def max_ways(self):

@@ -33,7 +33,7 @@ def forward(model, fast, x, training):
     return model.stateless_call(fast, model.non_trainable_variables, x, training=training)
 
 
-def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, training=True):
+def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, training=True, frozen=()):
     """Fast weights after `steps` SGD steps on loss_fn(y, model(x)), starting from θ.
 
     Args:
@@ -45,6 +45,8 @@ def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, training=True)
       first_order: drop the second-order term (FOMAML): inner gradients are constants
         to the outer tape.
       training: the `training` flag of the forward passes (BatchNorm batch statistics).
+      frozen: positions in model.trainable_variables the inner loop leaves at θ (they
+        still carry the outer gradient).
 
     Returns:
       list of tensors parallel to model.trainable_variables.
@@ -58,7 +60,7 @@ def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, training=True)
         grads = tape.gradient(loss, fast)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]  # FOMAML: drop the second-order term
-        fast = [w - lr * g for w, g in zip(fast, grads)]
+        fast = [w if i in frozen else w - lr * g for i, (w, g) in enumerate(zip(fast, grads))]
     return fast
 
 

@@ -1,5 +1,6 @@
 """Model-Agnostic Meta-Learning, exact second order or first order (Finn et al., ICML 2017)."""
 
+import keras
 import tensorflow as tf
 
 from tf_meta.algorithms import fast_weights
@@ -37,6 +38,10 @@ class MAML(FastWeightLearner):
                        "served model", at_least(0)),
         Hyperparameter("transductive", bool, True, "BatchNorm batch statistics at test too "
                        "(--notransductive: the moving statistics)"),
+        Hyperparameter("adapt_batchnorm", bool, True, "adapt BatchNorm's offset and scale in "
+                       "the inner loop too (--noadapt_batchnorm: only the other weights, as "
+                       "cbfinn/maml, whose batch-norm variables are not among its fast "
+                       "weights)"),
         Hyperparameter("parallel_tasks", int, 1, "tasks whose meta-gradients run at once (2 is "
                        "~20% faster on 2 cores, ~100 MB more memory)", at_least(1)),
     )
@@ -79,7 +84,8 @@ class MAML(FastWeightLearner):
         return fast_weights.sgd_adapt(
             self.backbone, self.support_loss(support_y), support_x, support_y,
             self.inner_steps if training else self.test_inner_steps, self.inner_lr,
-            first_order=self.first_order, training=self._bn_training(training))
+            first_order=self.first_order, training=self._bn_training(training),
+            frozen=() if self.adapt_batchnorm else self._batchnorm_positions())
 
     def score(self, fast, episode, training):
         outputs, moving = fast_weights.forward(self.backbone, fast, episode.query_x,
@@ -91,3 +97,16 @@ class MAML(FastWeightLearner):
 
     def _bn_training(self, training):
         return training or self.transductive
+
+    def _batchnorm_positions(self):
+        """Positions of BatchNorm's offsets and scales in backbone.trainable_variables."""
+        def layers(layer):  # the layer and every layer nested in it
+            yield layer
+            for inner in getattr(layer, "layers", ()):
+                yield from layers(inner)
+
+        norms = {id(v) for layer in layers(self.backbone)
+                 if isinstance(layer, keras.layers.BatchNormalization)
+                 for v in layer.trainable_variables}
+        return frozenset(i for i, v in enumerate(self.backbone.trainable_variables)
+                         if id(v) in norms)

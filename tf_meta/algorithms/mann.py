@@ -147,11 +147,12 @@ class MANN(SequenceLearner):
         self.head.build((None, controller_units + reads))
 
     @staticmethod
-    def item_embedding(input_shape):
-        """The paper's input for images, raw pixels (`backbones.pixels`); an MLP for vectors."""
-        if len(input_shape) == 3:
+    def item_embedding(input_shape, network=None):
+        """The paper's input for images, raw pixels (`backbones.pixels`), unless a `network`
+        is named; an MLP for vectors."""
+        if len(input_shape) == 3 and network is None:
             return backbones.pixels(input_shape)
-        return backbones.embedding_for(input_shape)
+        return backbones.embedding_for(input_shape, network)
 
     def initial_state(self, batch):
         """A fresh state for `batch` episodes: (h, c, memory, usage, read weights, reads)."""

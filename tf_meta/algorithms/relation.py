@@ -119,11 +119,12 @@ class RelationNet(BatchedLearner):
         self.relation = relation or RelationModule(backbone.output_shape[1:])
 
     @staticmethod
-    def default_backbone(input_shape, ways):
+    def default_backbone(input_shape, ways, network=None):
+        """The paper's embedding of images into maps, unless a `network` is named."""
         del ways  # any number of classes
-        if len(input_shape) == 3:
+        if len(input_shape) == 3 and network is None:
             return backbones.relation_embedding(input_shape)
-        return backbones.mlp(input_shape)
+        return backbones.embedding_for(input_shape, network)
 
     def batch_logits(self, episodes, training):
         """Relation scores [B, Q, N] in [0, 1].

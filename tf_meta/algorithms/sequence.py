@@ -112,15 +112,16 @@ class SequenceLearner(BatchedLearner):
     HAS_HEAD = True
 
     @staticmethod
-    def item_embedding(input_shape):
-        """The embedding `default_backbone` labels: Conv-4 for images, an MLP for vectors."""
-        return backbones.embedding_for(input_shape)
+    def item_embedding(input_shape, network=None):
+        """The embedding `default_backbone` labels: Conv-4 (or `network`) for images, an MLP
+        for vectors."""
+        return backbones.embedding_for(input_shape, network)
 
     @classmethod
-    def default_backbone(cls, input_shape, ways):
+    def default_backbone(cls, input_shape, ways, network=None):
         if not ways:
             raise ValueError("MANN and SNAIL need `ways`, the width of their labels and head")
-        return LabelledEmbedding(cls.item_embedding(input_shape), ways)
+        return LabelledEmbedding(cls.item_embedding(input_shape, network), ways)
 
     @property
     def max_ways(self):
