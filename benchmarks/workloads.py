@@ -53,7 +53,7 @@ def protocol_workload(algo):
     RelationNet 5-way 1-shot, 19 queries per class; MANN 5 classes x 10 labelled steps + 1
     query, 16 per batch; SNAIL 5-way 1-shot, 1 query, 32 per batch) at its protocol's rate."""
     from tf_meta.config import RunConfig
-    config = RunConfig(algo=algo)
+    config = RunConfig(algo=algo, protocol="tf_meta")
     return Workload(config.train_ways, config.train_shots, config.train_query_shots,
                     config.hyperparameters.get("inner_steps", 0), config.meta_batch_size,
                     config.meta_lr)
@@ -127,7 +127,7 @@ def run_config(algo, config, parallel_tasks=1):
                                                        ("parallel_tasks", parallel_tasks))
                        if name in declared}
     return RunConfig.from_settings(
-        algo=algo, dataset="synthetic", ways=config.ways, shots=config.shots,
+        algo=algo, protocol="tf_meta", dataset="synthetic", ways=config.ways, shots=config.shots,
         train_ways=config.ways, train_shots=config.shots, train_query_shots=config.query_shots,
         meta_batch_size=config.meta_batch_size, meta_lr=config.meta_lr, **PEER_SCHEDULE,
         **hyperparameters)

@@ -9,6 +9,8 @@ import dataclasses
 
 import pytest
 
+from conftest import ROOT
+
 from tf_meta import ALGORITHMS, protocols
 from tf_meta.algorithms import learner_class
 from tf_meta.config import RunConfig, flag_definitions
@@ -66,11 +68,20 @@ def test_bad_settings_raise_one_line_naming_the_flag(settings, message):
 
 
 def test_unset_settings_take_the_protocol_and_the_declared_defaults():
-    config = RunConfig(algo="maml")
+    config = RunConfig(algo="maml", protocol="paper")
     assert (config.ways, config.shots, config.train_ways, config.meta_batch_size) == (5, 1, 5, 32)
+    assert (config.network, config.query_shots, config.train_query_shots,
+            config.eval_episodes, config.steps) == ("conv4_strided_mean", 1, 1, 600, 60000)
     assert config.hyperparameters == {"inner_lr": 0.4, "inner_steps": 1, "test_inner_steps": 3,
-                                      "transductive": True, "adapt_batchnorm": True,
-                                      "parallel_tasks": 1}
+                                      "transductive": True, "adapt_batchnorm": False,
+                                      "sum_inner_loss": True, "parallel_tasks": 1}
+    twenty = RunConfig(algo="maml", protocol="paper", ways=20)
+    assert (twenty.meta_batch_size, twenty.hyperparameters["inner_lr"],
+            twenty.hyperparameters["test_inner_steps"]) == (16, 0.1, 5)
+    ours = RunConfig(algo="maml")  # tf_meta's, the default: the budget runs' settings
+    assert (ours.network, ours.query_shots, ours.train_query_shots, ours.eval_episodes,
+            ours.steps) == (None, 15, 15, 1000, 1000)
+    assert ours.hyperparameters["adapt_batchnorm"] and not ours.hyperparameters["sum_inner_loss"]
     assert config.export_dir == "saved_models/maml"
     assert config.eval_every == 500 and config.checkpoint_every == 100
     sinusoid = RunConfig(algo="maml", dataset="sinusoid")  # the dataset's protocol wins
@@ -80,11 +91,11 @@ def test_unset_settings_take_the_protocol_and_the_declared_defaults():
 
 def test_explicit_settings_win_over_the_protocol():
     config = RunConfig.from_settings(algo="reptile", steps=40, eval_every=20, inner_lr=0.1,
-                                     transductive=False, shots=5)
+                                     transductive=False, shots=5, query_shots=3)
     assert config.hyperparameters["inner_lr"] == 0.1
     assert config.hyperparameters["transductive"] is False
     assert config.train_shots == 10  # Reptile's protocol trains on 10 shots
-    assert config.shots == 5 and config.checkpoint_every == 20
+    assert config.shots == 5 and config.query_shots == 3 and config.checkpoint_every == 20
 
 
 def test_task_dependent_protocol_values_follow_the_training_task():
@@ -139,9 +150,10 @@ def test_every_declared_hyperparameter_has_one_flag_with_its_help():
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_each_default_is_written_once(algo):
-    """A protocol row that repeats an algorithm's declared default is a second copy of it."""
+    """A tf_meta protocol row that repeats an algorithm's declared default is a second copy
+    of it. (A paper row may restate one: it is the paper's value, with its source.)"""
     declared = {h.name: h.default for h in learner_class(algo).HYPERPARAMETERS}
-    for table in (protocols.OMNIGLOT, protocols.SINUSOID):
+    for table in (protocols.TF_META, protocols.SINUSOID):
         row = table.get(algo, {})
         repeated = {k: v for k, v in row.items() if k in declared and declared[k] == v}
         assert not repeated, (algo, repeated)
@@ -152,8 +164,20 @@ def test_a_network_is_chosen_by_name_for_image_datasets():
                                      adapt_batchnorm=False)
     assert config.network == "conv4_strided_mean" and "--network=conv4_strided_mean\n" in (
         config.to_flags())
-    assert RunConfig().network is None  # the algorithm's own
+    assert RunConfig().network is None  # ProtoNet's paper network is the algorithm's own
     with pytest.raises(ValueError, match="--network=resnet: choose from conv4, conv4_strided"):
         RunConfig(network="resnet")
     with pytest.raises(ValueError, match="--network does not apply to --dataset=sinusoid"):
         RunConfig(algo="maml", dataset="sinusoid", network="conv4")
+
+
+def test_every_paper_value_names_its_source_and_the_docs_show_the_table():
+    for algo, rows in protocols.PAPER.items():
+        for row in rows.values():
+            for name, value in row.items():
+                assert isinstance(value, protocols.Cited) and value.source, (algo, name)
+    assert protocols.sources("paper", "maml", "omniglot", 20)["inner_lr"].startswith(
+        "Finn et al. 2017 App. A.1")
+    assert protocols.sources("paper", "maml", "omniglot")["shots"] == "tf_meta's"
+    assert (ROOT / "docs" / "PROTOCOLS.md").read_text().strip() == protocols.markdown().strip(), (
+        "docs/PROTOCOLS.md is stale: python -m tf_meta.protocols > docs/PROTOCOLS.md")

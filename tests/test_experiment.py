@@ -64,8 +64,10 @@ def test_the_learner_a_config_describes(tmp_path):
     learner = experiment.make_learner(config, (1,))
     assert learner.regression and learner.inner_lr == 0.02 and learner.test_inner_steps == 10
     assert learner.backbone.name == "sinusoid_mlp"  # the dataset's network, the paper's
-    reptile = experiment.make_learner(RunConfig(algo="reptile", ways=4), (8,))
+    reptile = experiment.make_learner(RunConfig(algo="reptile", protocol="paper", ways=4),
+                                      (28, 28, 1))
     assert reptile.max_ways == 4 and reptile.inner_batch_size == 10
+    assert reptile.backbone.layers[0].name == "conv4_strided"  # the paper protocol's network
     strided = experiment.make_learner(RunConfig(algo="maml", network="conv4_strided_mean"),
                                       (28, 28, 1))
     assert strided.backbone.layers[0].name == "conv4_strided_mean"

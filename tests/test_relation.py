@@ -127,11 +127,11 @@ def test_non_transductive_test_scores_each_query_alone():
 
 
 def test_protocol_follows_the_reference_queries_per_class():
-    assert protocols.protocol("relationnet", "omniglot")["train_query_shots"] == 19
-    assert protocols.protocol("relationnet", "omniglot", 20, 1)["train_query_shots"] == 10
-    assert protocols.protocol("relationnet", "omniglot", 20, 5)["train_query_shots"] == 5
-    assert protocols.protocol("relationnet", "omniglot", 5, 5)["train_query_shots"] == 15
-    assert protocols.protocol("relationnet", "omniglot")["lr_decay_every"] == 100000
+    assert protocols.protocol("paper", "relationnet", "omniglot")["train_query_shots"] == 19
+    assert protocols.protocol("paper", "relationnet", "omniglot", 20, 1)["train_query_shots"] == 10
+    assert protocols.protocol("paper", "relationnet", "omniglot", 20, 5)["train_query_shots"] == 5
+    assert protocols.protocol("paper", "relationnet", "omniglot", 5, 5)["train_query_shots"] == 15
+    assert protocols.protocol("paper", "relationnet", "omniglot")["lr_decay_every"] == 100000
 
 
 def test_probabilities_are_the_relation_scores_normalised_per_query(learner):

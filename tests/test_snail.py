@@ -126,8 +126,8 @@ def test_tc_depth_follows_the_training_sequence_length():
     learner = build_learner("snail", (8,), ways=5, sequence_length=26)
     assert [len(tc.blocks) for tc in (learner.net.blocks[1], learner.net.blocks[3])] == [5, 5]
     assert isinstance(learner, SNAIL) and learner.max_ways == 5
-    assert protocols.protocol("snail", "omniglot")["sequence_length"] == 6
-    assert protocols.protocol("snail", "omniglot", 20, 5)["sequence_length"] == 101
+    assert protocols.protocol("paper", "snail", "omniglot")["sequence_length"] == 6
+    assert protocols.protocol("paper", "snail", "omniglot", 20, 5)["sequence_length"] == 101
     with pytest.raises(ValueError, match="need `ways`"):
         build_learner("snail", (8,))
 

@@ -50,10 +50,15 @@ class RunConfig:
                                        "TFDS_DATA_DIR or ~/tensorflow_datasets); the image "
                                        "root for --dataset=folder")
     download: bool = _setting(True, bool, "let TFDS download omniglot when it is not prepared")
+    protocol: str = _setting("tf_meta", str, "the protocol unset settings come from: tf_meta's "
+                             "(the settings of the budget runs in docs/RESULTS.md) or the "
+                             "paper's (training and test, each value cited: "
+                             "docs/PROTOCOLS.md)", list(protocols.PROTOCOLS))
     network: Optional[str] = _setting(None, str, "image network: conv4 (max-pool; Vinyals et "
                                       "al., Snell et al.), conv4_strided (Reptile's), "
-                                      "conv4_strided_mean (MAML's) (default: the "
-                                      "algorithm's own)", [None, *NETWORKS])
+                                      "conv4_strided_mean (MAML's); unset: the protocol's, "
+                                      "else the algorithm's own", [None, *NETWORKS],
+                                      from_protocol=True)
     ways: Optional[int] = _setting(None, int, "test classes per episode (N in N-way)",
                                    minimum=1, from_protocol=True)
     shots: Optional[int] = _setting(None, int, "support examples per class in test episodes "
@@ -85,8 +90,8 @@ class RunConfig:
         "resumes from the last one (default: the largest divisor of --eval_every up to 100)",
         minimum=1)
     val_episodes: int = _setting(200, int, "validation episodes per validation run", minimum=2)
-    eval_episodes: int = _setting(1000, int, "fixed test episodes for the final score ± CI",
-                                  minimum=2)
+    eval_episodes: Optional[int] = _setting(None, int, "fixed test episodes for the final score "
+                                            "± CI", minimum=2, from_protocol=True)
     seed: int = _setting(0, int, "seed of initialisation and training episodes")
     eval_seed: int = _setting(1000, int, "seed of the fixed validation and test episode sets")
     export_dir: Optional[str] = _setting(None, str, "TF Serving model base path, a new integer "
@@ -111,7 +116,8 @@ class RunConfig:
         for name in self.hyperparameters:
             if name not in algorithm.hyperparameter_names():
                 raise ValueError(f"--{name} does not apply to --algo={self.algo}")
-        protocol = protocols.protocol(self.algo, self.dataset, self.train_ways or self.ways,
+        protocol = protocols.protocol(self.protocol, self.algo, self.dataset,
+                                      self.train_ways or self.ways,
                                       self.train_shots or self.shots)
         for field in dataclasses.fields(self):
             if field.metadata.get("from_protocol") and getattr(self, field.name) is None:
@@ -191,7 +197,8 @@ class RunConfig:
 
     def summary(self):
         """The settings a result is reported with: dict for its JSON."""
-        names = ("algo", "dataset", "split", "network", "ways", "shots", "query_shots", "steps")
+        names = ("algo", "protocol", "dataset", "split", "network", "ways", "shots",
+                 "query_shots", "steps")
         return {**{n: getattr(self, n) for n in names}, **self.hyperparameters}
 
     def _set(self, name, value):

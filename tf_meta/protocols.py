@@ -1,74 +1,271 @@
-"""Published training protocols: each algorithm's run settings per dataset.
+"""Training and test protocols: each algorithm's run settings per dataset, the papers' cited.
 
-`RunConfig` fills every setting left unset from `protocol(algo, dataset, ...)`, so
-`--algo=X` alone trains X the way its paper did (except `steps`, which is a CPU budget; the
-papers' counts are noted). A protocol is COMMON, then the algorithm's declared
-hyperparameter defaults (`MetaLearner.HYPERPARAMETERS`, each citing its paper), then the
-dataset's rows below, which list only what differs: each value is written once.
+`RunConfig` fills every setting left unset from `protocol(name, algo, dataset, ...)`:
+
+- "tf_meta" (the default): tf_meta's own settings, which the budget runs of docs/RESULTS.md
+  used (the max-pool Conv-4 for MAML and Reptile, 15 queries per class, 1,000 test
+  episodes). It stays the default while run folders written before `--protocol` existed
+  (whose flags.txt has no such line) may be replayed with `--flagfile`.
+- "paper": the paper's Omniglot settings, training and test, each value `Cited` with its
+  source (paper section or reference-code file). A setting the paper row does not name
+  takes tf_meta's value, and `sources` says so ("tf_meta's").
+
+A protocol is COMMON, then the algorithm's declared hyperparameter defaults
+(`MetaLearner.HYPERPARAMETERS`), then the tf_meta row, then (for "paper") the paper row.
+`python -m tf_meta.protocols` prints every value with its source (docs/PROTOCOLS.md).
 """
 
-from tf_meta.algorithms import learner_class
+from typing import Any, NamedTuple
+
+from tf_meta.algorithms import ALGORITHMS, learner_class
+
+PROTOCOLS = ("paper", "tf_meta")
+
+
+class Cited(NamedTuple):
+    """A protocol value and where it comes from: a paper section or a reference-code file."""
+
+    value: Any
+    source: str
+
+
+def _shots(ways, shots):
+    """K queries per class: the shots of the training task."""
+    del ways
+    return shots
+
 
 # Relation Networks' training queries per class for (train ways, train shots).
 RELATIONNET_QUERIES = {(5, 1): 19, (5, 5): 15, (20, 1): 10, (20, 5): 5}
 
-# Finn et al. 2017, 5-way 1-shot Omniglot; paper: 60,000 steps.
-_MAML_OMNIGLOT = dict(train_query_shots=15, meta_batch_size=32, meta_lr=1e-3,
-                      lr_decay_rate=1.0, steps=1000)
+COMMON = dict(ways=5, shots=1, query_shots=15, train_query_shots=5, meta_batch_size=1,
+              meta_lr=1e-3, lr_decay_every=2000, lr_decay_rate=0.5, steps=10000,
+              eval_episodes=1000)
 
-OMNIGLOT = {
-    # Snell et al. 2017: 60-way training episodes, 5 queries, Adam 1e-3 halved every 2,000.
+# tf_meta's protocol: what the budget runs used. Step counts are CPU budgets.
+_MAML_TF_META = dict(train_query_shots=15, meta_batch_size=32, meta_lr=1e-3, lr_decay_rate=1.0,
+                     steps=1000)
+TF_META = {
     "protonet": dict(train_ways=60, train_query_shots=5, meta_batch_size=1, meta_lr=1e-3,
                      lr_decay_every=2000, lr_decay_rate=0.5, steps=10000),
-    "maml": _MAML_OMNIGLOT,
-    "fomaml": _MAML_OMNIGLOT,
-    # Nichol et al. 2018 / supervised-reptile run_omniglot: 10 training shots, meta-batch
-    # 5, ε 1.0 -> 0 (the inner loop: Reptile.HYPERPARAMETERS). Paper: 100,000 steps.
+    "maml": _MAML_TF_META,
+    "fomaml": _MAML_TF_META,
     "reptile": dict(train_shots=10, train_query_shots=1, meta_batch_size=5, meta_lr=1.0,
                     steps=10000),
-    # Sung et al. 2018 / LearningToCompare_FSL: one episode per step, Adam 1e-3 halved every
-    # 100,000 episodes (reference: 1,000,000 episodes); queries per class by task below.
     "relationnet": dict(meta_batch_size=1, meta_lr=1e-3, lr_decay_every=100000,
                         lr_decay_rate=0.5, steps=10000,
                         train_query_shots=lambda ways, shots: RELATIONNET_QUERIES.get(
                             (ways, shots), COMMON["train_query_shots"])),
-    # Santoro et al. 2016: episodes of 5 classes x 10 samples (here the support set, labels
-    # one step late) and meta-batches of 16 as the reference code; Adam 1e-3 is the
-    # reference code's, not checked in the paper. Paper: 100,000 episodes. (The memory:
-    # MANN.HYPERPARAMETERS.)
     "mann": dict(train_shots=10, train_query_shots=1, meta_batch_size=16, meta_lr=1e-3,
                  lr_decay_rate=1.0, steps=10000),
-    # Mishra et al. 2018: one query per sequence of T = N·K + 1, the TC blocks covering the
-    # training sequence (`sequence_length`); 32 episodes per batch and Adam 1e-4 are the
-    # snail-pytorch reimplementation's, not checked in the paper.
     "snail": dict(train_query_shots=1, meta_batch_size=32, meta_lr=1e-4, lr_decay_rate=1.0,
                   steps=10000, sequence_length=lambda ways, shots: ways * shots + 1),
+}
+
+_FINN = "Finn et al. 2017 App. A.1"
+_CBFINN = "cbfinn/maml"
+_MAML_PAPER_5 = dict(
+    network=Cited("conv4_strided_mean", f"{_CBFINN} utils.py conv_block (stride 2, max_pool "
+                  "off), maml.py forward_conv (mean over space); Finn et al. §5.2"),
+    adapt_batchnorm=Cited(False, f"{_CBFINN} maml.py: the inner loop updates `weights`, which "
+                          "hold no batch-norm variable"),
+    sum_inner_loss=Cited(True, f"{_CBFINN} utils.py xent (/ update_batch_size), summed by "
+                         "tf.gradients in maml.py"),
+    inner_lr=Cited(0.4, f"{_FINN}; {_CBFINN} main.py README command"),
+    inner_steps=Cited(1, _FINN),
+    test_inner_steps=Cited(3, f"{_FINN} (the code evaluates up to 10: main.py "
+                           "test_num_updates)"),
+    meta_batch_size=Cited(32, _FINN),
+    meta_lr=Cited(1e-3, f"{_CBFINN} main.py meta_lr, Adam"),
+    lr_decay_rate=Cited(1.0, f"{_CBFINN} maml.py: AdamOptimizer(meta_lr), no decay"),
+    train_query_shots=Cited(_shots, f"{_CBFINN} main.py: DataGenerator(update_batch_size * 2) "
+                            "(15 queries per class are MiniImagenet's)"),
+    query_shots=Cited(_shots, f"{_CBFINN} main.py: the same generator at test"),
+    eval_episodes=Cited(600, f"{_CBFINN} main.py NUM_TEST_POINTS"),
+    transductive=Cited(True, f"{_CBFINN} utils.py normalize: batch_norm in training mode "
+                       "at test"),
+    steps=Cited(60000, f"{_FINN} (60,000 iterations)"),
+)
+_MAML_PAPER = {
+    5: _MAML_PAPER_5,
+    20: {**_MAML_PAPER_5,
+         "inner_lr": Cited(0.1, f"{_FINN}; {_CBFINN} main.py 20-way README command"),
+         "inner_steps": Cited(5, _FINN),
+         "test_inner_steps": Cited(5, f"{_FINN} (trained and evaluated with 5 steps)"),
+         "meta_batch_size": Cited(16, _FINN)},
+}
+_NICHOL = "Nichol et al. 2018"
+_REPTILE = "openai/supervised-reptile"
+_REPTILE_PAPER_5 = dict(
+    network=Cited("conv4_strided", f"{_REPTILE} supervised_reptile/models.py OmniglotModel"),
+    train_shots=Cited(10, f"{_REPTILE} README commands (--train-shots 10)"),
+    train_query_shots=Cited(1, "tf_meta's: scored for the metrics only (the reference samples "
+                            "no training queries)"),
+    meta_batch_size=Cited(5, f"{_REPTILE} README commands (--meta-batch 5)"),
+    meta_lr=Cited(1.0, f"{_REPTILE} README commands (--meta-step 1, annealed to "
+                  "--meta-step-final 0)"),
+    inner_lr=Cited(1e-3, f"{_REPTILE} README commands; Adam β1 = 0 (models.py)"),
+    inner_steps=Cited(5, f"{_REPTILE} README commands (--inner-iters 5)"),
+    inner_batch_size=Cited(10, f"{_REPTILE} README commands (--inner-batch 10)"),
+    test_inner_steps=Cited(50, f"{_REPTILE} README commands (--eval-iters 50)"),
+    test_inner_batch_size=Cited(5, f"{_REPTILE} README commands (--eval-batch 5)"),
+    query_shots=Cited(1, f"{_REPTILE} supervised_reptile/reptile.py _split_train_test "
+                      "(test_shots=1)"),
+    eval_episodes=Cited(10000, f"{_REPTILE} supervised_reptile/args.py --eval-samples"),
+    transductive=Cited(True, f"{_NICHOL} report both; {_REPTILE} README ckpt_o15t command "
+                       "(--transductive)"),
+    steps=Cited(100000, f"{_REPTILE} README commands (--meta-iters 100000)"),
+)
+_REPTILE_PAPER = {
+    5: _REPTILE_PAPER_5,
+    20: {**_REPTILE_PAPER_5,
+         "inner_lr": Cited(5e-4, f"{_REPTILE} README 20-way commands (--learning-rate 0.0005)"),
+         "inner_steps": Cited(10, f"{_REPTILE} README 20-way commands (--inner-iters 10)"),
+         "inner_batch_size": Cited(20, f"{_REPTILE} README 20-way commands (--inner-batch 20)"),
+         "test_inner_batch_size": Cited(10, f"{_REPTILE} README 20-way commands "
+                                        "(--eval-batch 10)"),
+         "steps": Cited(200000, f"{_REPTILE} README 20-way commands (--meta-iters 200000)")},
+}
+_SUNG = "floodsung/LearningToCompare_FSL omniglot"
+_RELATIONNET_PAPER = dict(
+    train_query_shots=Cited(lambda ways, shots: RELATIONNET_QUERIES.get(
+        (ways, shots), COMMON["train_query_shots"]), f"{_SUNG} README commands (-b)"),
+    meta_batch_size=Cited(1, f"{_SUNG}/omniglot_train_one_shot.py: one episode per step"),
+    meta_lr=Cited(1e-3, f"{_SUNG}/omniglot_train_one_shot.py LEARNING_RATE, Adam"),
+    lr_decay_every=Cited(100000, f"{_SUNG}/omniglot_train_one_shot.py StepLR step_size"),
+    lr_decay_rate=Cited(0.5, f"{_SUNG}/omniglot_train_one_shot.py StepLR gamma"),
+    clip_norm=Cited(0.5, f"{_SUNG}/omniglot_train_one_shot.py clip_grad_norm"),
+    query_shots=Cited(_shots, f"{_SUNG}/omniglot_test_one_shot.py: test_num = "
+                      "SAMPLE_NUM_PER_CLASS"),
+    eval_episodes=Cited(10000, f"{_SUNG}/omniglot_test_one_shot.py: 10 x 1,000 episodes"),
+    transductive=Cited(True, f"{_SUNG}: no .eval() call, batch statistics at test"),
+    steps=Cited(1000000, f"{_SUNG}/omniglot_train_one_shot.py EPISODE"),
+)
+_SNELL = "Snell et al. 2017 §3.1"
+_PROTONET_PAPER = dict(
+    train_ways=Cited(60, _SNELL),
+    train_query_shots=Cited(5, _SNELL),
+    meta_lr=Cited(1e-3, _SNELL),
+    lr_decay_every=Cited(2000, _SNELL),
+    lr_decay_rate=Cited(0.5, _SNELL),
+    query_shots=Cited(15, "jakesnell/prototypical-networks scripts/train/few_shot/run_train.py "
+                      "--data.test_query (the paper does not state it)"),
+    eval_episodes=Cited(1000, _SNELL),
+)
+_SANTORO = "Santoro et al. 2016"
+_MANN_PAPER = dict(
+    usage_decay=Cited(0.95, "tristandeleu/ntm-one-shot mann/model.py; snowkylin/ntm "
+                      "ntm/mann_cell.py (the paper names γ without a value)"),
+    controller_units=Cited(200, f"{_SANTORO}; tristandeleu/ntm-one-shot examples/omniglot.py"),
+    memory_slots=Cited(128, f"{_SANTORO}; tristandeleu/ntm-one-shot examples/omniglot.py"),
+    memory_width=Cited(40, f"{_SANTORO}; tristandeleu/ntm-one-shot examples/omniglot.py"),
+    read_heads=Cited(4, f"{_SANTORO}; tristandeleu/ntm-one-shot examples/omniglot.py"),
+    train_shots=Cited(10, f"{_SANTORO}: episodes of 5 classes x 10 samples"),
+    meta_batch_size=Cited(16, "tristandeleu/ntm-one-shot examples/omniglot.py batch size"),
+    meta_lr=Cited(1e-3, "tristandeleu/ntm-one-shot examples/omniglot.py Adam"),
+    steps=Cited(100000, f"{_SANTORO}: 100,000 episodes"),
+)
+PAPER = {"maml": _MAML_PAPER, "fomaml": _MAML_PAPER, "reptile": _REPTILE_PAPER,
+         "relationnet": {5: _RELATIONNET_PAPER}, "protonet": {5: _PROTONET_PAPER},
+         "mann": {5: _MANN_PAPER}}
+
+# What the paper protocols above do not (yet) reproduce of the papers and their code.
+NOT_REPRODUCED = {
+    "maml": ["the head's initialisation N(0, 1) (cbfinn/maml maml.py w5; here Glorot)",
+             "the split: 1,100 training characters with random rotations per task, rotated "
+             "test characters (cbfinn/maml data_generator.py); here the vinyals split",
+             "the CI uses ddof=1 (cbfinn/maml main.py: numpy's ddof=0); negligible at 600"],
+    "fomaml": ["as maml; the Omniglot first-order numbers (98.3 5-way 1-shot) are Nichol et "
+               "al. 2018's, Finn et al. report first order on MiniImagenet only"],
+    "reptile": ["unrotated test characters (openai/supervised-reptile run_omniglot.py); here "
+                "the vinyals test split's rotations are classes",
+                "the reference pools accuracy over all test queries and computes no CI"],
+    "relationnet": ["the initialisation (LearningToCompare_FSL weights_init: conv N(0, "
+                    "sqrt(2/n)), linear N(0, 0.01) with bias 1)",
+                    "the CI: per 1,000-episode repeat, Student t; the reference also kept the "
+                    "checkpoint with the best accuracy on the test characters"],
+    "protonet": ["retraining on train+val after model selection (jakesnell/"
+                 "prototypical-networks scripts/train/few_shot/run_trainval.py)",
+                 "early stopping on validation loss (patience 200 epochs of 100 episodes); "
+                 "here a fixed 10,000 steps"],
+    "mann": ["20x20 images (the paper and both implementations); here 28x28",
+             "the key strength β: 10 is ours, the paper's is 1 (docs/RESULTS.md, MANN: key "
+             "strength)"],
+    "snail": ["no paper row: its settings are the snail-pytorch reimplementation's, not "
+              "checked against the paper (docs/RESULTS.md)"],
 }
 
 _MAML_SINUSOID = dict(  # Finn et al. 2017 §5.1: K = 10, meta-batch 25, α = 0.01; 70,000 steps
     shots=5, query_shots=100, train_shots=10, train_query_shots=10, meta_batch_size=25,
     meta_lr=1e-3, lr_decay_rate=1.0, inner_lr=0.01, test_inner_steps=10, steps=70000)
-
 SINUSOID = {"maml": _MAML_SINUSOID, "fomaml": _MAML_SINUSOID}
 
-COMMON = dict(ways=5, shots=1, query_shots=15, train_query_shots=5, meta_batch_size=1,
-              meta_lr=1e-3, lr_decay_every=2000, lr_decay_rate=0.5, steps=10000)
+
+def _paper_row(algo, train_ways):
+    """The paper row for `train_ways` (20-way where the paper has one, else its 5-way)."""
+    rows = PAPER.get(algo, {})
+    return rows.get(train_ways) or rows.get(5, {})
 
 
-def protocol(algo, dataset, train_ways=None, train_shots=None):
-    """The run settings and hyperparameters for `algo` on `dataset`.
+def _layers(name, algo, dataset, train_ways):
+    """[(source for its values or None if each value is Cited, row), ...], lowest first."""
+    defaults = {h.name: h.default for h in learner_class(algo).HYPERPARAMETERS}
+    if dataset == "sinusoid":
+        return [("tf_meta's", COMMON), (f"{algo}'s declared default", defaults),
+                ("Finn et al. 2017 §5.1", SINUSOID.get(algo, {}))]
+    layers = [("tf_meta's", COMMON), (f"{algo}'s declared default", defaults),
+              ("tf_meta's", TF_META.get(algo, {}))]
+    if name == "paper":
+        layers.append((None, _paper_row(algo, train_ways or COMMON["ways"])))
+    return layers
 
-    COMMON, then the algorithm's hyperparameter defaults, then the dataset's table (the
-    sinusoid table for dataset "sinusoid", the Omniglot one otherwise). A value that
-    depends on the training task (Relation Networks' queries per class, SNAIL's sequence
+
+def protocol(name, algo, dataset, train_ways=None, train_shots=None):
+    """The run settings and hyperparameters of protocol `name` for `algo` on `dataset`.
+
+    A value that depends on the training task (queries per class, SNAIL's sequence
     length) is a function of (train ways, train shots), evaluated here with
     `train_ways`/`train_shots` (default: the protocol's ways/shots).
 
     Raises:
-      ValueError: unknown algo.
+      ValueError: unknown protocol or algo.
     """
-    defaults = {h.name: h.default for h in learner_class(algo).HYPERPARAMETERS}
-    table = SINUSOID if dataset == "sinusoid" else OMNIGLOT
-    result = {**COMMON, **defaults, **table.get(algo, {})}
+    if name not in PROTOCOLS:
+        raise ValueError(f"--protocol={name}: choose from {', '.join(PROTOCOLS)}")
+    result = {}
+    for _, row in _layers(name, algo, dataset, train_ways):
+        result.update({k: v.value if isinstance(v, Cited) else v for k, v in row.items()})
     task = (train_ways or result["ways"], train_shots or result["shots"])
-    return {name: value(*task) if callable(value) else value for name, value in result.items()}
+    return {k: value(*task) if callable(value) else value for k, value in result.items()}
+
+
+def sources(name, algo, dataset, train_ways=None):
+    """setting -> where protocol `name`'s value comes from (a paper, code, or tf_meta)."""
+    found = {}
+    for source, row in _layers(name, algo, dataset, train_ways):
+        found.update({k: v.source if isinstance(v, Cited) else source for k, v in row.items()})
+    return found
+
+
+def markdown():
+    """Every algorithm's paper protocol on Omniglot, 5- and 20-way, with sources (docs)."""
+    lines = ["# The papers' protocols on Omniglot", "",
+             "Generated by `python -m tf_meta.protocols > docs/PROTOCOLS.md` from "
+             "`tf_meta/protocols.py` (`--protocol=paper`). A value whose source is "
+             "\"tf_meta's\" or a declared default is not the paper's.", ""]
+    for algo in ALGORITHMS:
+        for ways in sorted({5, *PAPER.get(algo, {})}):
+            values = protocol("paper", algo, "omniglot", ways, 1)
+            cited = sources("paper", algo, "omniglot", ways)
+            lines += [f"## {algo}, {ways}-way 1-shot", "", "| setting | value | source |",
+                      "| --- | --- | --- |"]
+            lines += [f"| {k} | {values[k]} | {cited[k]} |" for k in sorted(values)]
+            lines.append("")
+        if NOT_REPRODUCED.get(algo):
+            lines += [f"Not reproduced ({algo}):", ""]
+            lines += [f"- {item}" for item in NOT_REPRODUCED[algo]] + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -42,6 +42,10 @@ class MAML(FastWeightLearner):
                        "the inner loop too (--noadapt_batchnorm: only the other weights, as "
                        "cbfinn/maml, whose batch-norm variables are not among its fast "
                        "weights)"),
+        Hyperparameter("sum_inner_loss", bool, False, "inner loss: the support examples' losses "
+                       "summed and divided by the shots, ways x their mean (cbfinn/maml "
+                       "utils.py xent, summed by tf.gradients), so inner_lr is the paper's α; "
+                       "--nosum_inner_loss: their mean"),
         Hyperparameter("parallel_tasks", int, 1, "tasks whose meta-gradients run at once (2 is "
                        "~20% faster on 2 cores, ~100 MB more memory)", at_least(1)),
     )
@@ -79,6 +83,13 @@ class MAML(FastWeightLearner):
             parallel_iterations=self.parallel_tasks)
         scale = 1.0 / tf.cast(batch, tf.float32)
         return [g * scale for g in grads], tf.reduce_mean(losses.stack(), axis=0), logits.stack()
+
+    def support_loss(self, support_y):
+        loss = super().support_loss(support_y)
+        if not self.sum_inner_loss or self.regression:
+            return loss
+        ways = tf.cast(self.episode_ways(support_y), tf.float32)
+        return lambda y, outputs: ways * loss(y, outputs)  # Σ losses / shots = ways × mean
 
     def adapt(self, support_x, support_y, training):
         return fast_weights.sgd_adapt(
