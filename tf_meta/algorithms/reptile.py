@@ -27,8 +27,9 @@ class Reptile(FastWeightLearner):
     second moment estimate" (openai/supervised-reptile#28); with a fresh Adam per task
     (sign-like first steps) a budget run here stalled near 77% (docs/RESULTS.md).
     At test and in the served model every task starts from the saved state and leaves it
-    unchanged (the reference kept updating it during evaluation, so its test accuracy
-    depended on the order of test tasks).
+    unchanged, as the reference, which saves all its variables, Adam's slots included,
+    before each test task and restores them after it (supervised_reptile/reptile.py,
+    `_full_state`).
 
     Under tf.distribute each replica carries the state through its own share of the
     meta-batch, all starting from the saved state, and the saved state becomes the mean of
