@@ -141,3 +141,19 @@ def test_probabilities_are_the_relation_scores_normalised_per_query(learner):
                                [[0.9, 0.05, 0.05], [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]],
                                atol=1e-6)
     assert float(tf.nn.softmax(scores)[0, 0]) < 0.54  # what a softmax would have said
+
+
+def test_the_reference_initialisation_is_selectable():
+    """LearningToCompare_FSL weights_init: conv N(0, sqrt(2/n)), n = 3*3*out; dense N(0, 0.01),
+    dense bias 1."""
+    keras.utils.set_random_seed(0)
+    learner = build_learner("relationnet", (28, 28, 1), reference_init=True)
+    conv = learner.backbone.layers[2].layers[0]  # block1's convolution, 3x3x64x64
+    assert np.std(conv.kernel.numpy()) == pytest.approx(np.sqrt(2 / (9 * 64)), rel=0.05)
+    assert not conv.bias.numpy().any()
+    dense = [layer for layer in learner.relation.body.layers
+             if isinstance(layer, keras.layers.Dense)]
+    assert all((layer.bias.numpy() == 1).all() for layer in dense)
+    assert np.std(dense[0].kernel.numpy()) == pytest.approx(0.01, rel=0.1)
+    glorot = build_learner("relationnet", (28, 28, 1))
+    assert not glorot.relation.body.layers[-1].bias.numpy().any()

@@ -180,6 +180,13 @@ NETWORKS = {
 }
 
 
+def nested_layers(layer):
+    """`layer` and every layer nested in it (Sequential, functional and subclassed models)."""
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from nested_layers(inner)
+
+
 def embedding_for(input_shape, network=None):
     """Default embedding for an input shape: NETWORKS[network] (conv4) for images, mlp for
     vectors.

@@ -135,6 +135,7 @@ _RELATIONNET_PAPER = dict(
     lr_decay_every=Cited(100000, f"{_SUNG}/omniglot_train_one_shot.py StepLR step_size"),
     lr_decay_rate=Cited(0.5, f"{_SUNG}/omniglot_train_one_shot.py StepLR gamma"),
     clip_norm=Cited(0.5, f"{_SUNG}/omniglot_train_one_shot.py clip_grad_norm"),
+    reference_init=Cited(True, f"{_SUNG}/omniglot_train_one_shot.py weights_init"),
     query_shots=Cited(_shots, f"{_SUNG}/omniglot_test_one_shot.py: test_num = "
                       "SAMPLE_NUM_PER_CLASS"),
     eval_episodes=Cited(10000, f"{_SUNG}/omniglot_test_one_shot.py: 10 x 1,000 episodes"),
@@ -180,8 +181,8 @@ NOT_REPRODUCED = {
     "reptile": ["unrotated test characters (openai/supervised-reptile run_omniglot.py); here "
                 "the vinyals test split's rotations are classes",
                 "the reference pools accuracy over all test queries and computes no CI"],
-    "relationnet": ["the initialisation (LearningToCompare_FSL weights_init: conv N(0, "
-                    "sqrt(2/n)), linear N(0, 0.01) with bias 1)",
+    "relationnet": ["the input normalisation ((x - 0.92206) / 0.08426 of dark-on-white "
+                    "images; here x / 255 of bright strokes) and one rotation per episode",
                     "the CI: per 1,000-episode repeat, Student t; the reference also kept the "
                     "checkpoint with the best accuracy on the test characters"],
     "protonet": ["retraining on train+val after model selection (jakesnell/"

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tf_meta import backbones
 from tf_meta.algorithms import fast_weights
 from tf_meta.algorithms.adaptive import FastWeightLearner
 from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_least
@@ -111,12 +112,7 @@ class MAML(FastWeightLearner):
 
     def _batchnorm_positions(self):
         """Positions of BatchNorm's offsets and scales in backbone.trainable_variables."""
-        def layers(layer):  # the layer and every layer nested in it
-            yield layer
-            for inner in getattr(layer, "layers", ()):
-                yield from layers(inner)
-
-        norms = {id(v) for layer in layers(self.backbone)
+        norms = {id(v) for layer in backbones.nested_layers(self.backbone)
                  if isinstance(layer, keras.layers.BatchNormalization)
                  for v in layer.trainable_variables}
         return frozenset(i for i, v in enumerate(self.backbone.trainable_variables)

@@ -112,11 +112,17 @@ class RelationNet(BatchedLearner):
                        "episode (--notransductive: the moving statistics)"),
         Hyperparameter("clip_norm", float, 0.5, "global norm each module's meta-gradient is "
                        "clipped to", POSITIVE),
+        Hyperparameter("reference_init", bool, False, "initialise as the reference code "
+                       "(weights_init: convolutions N(0, sqrt(2 / (9 out channels))), dense "
+                       "layers N(0, 0.01) with bias 1) instead of Keras's Glorot and zeros"),
     )
 
     def __init__(self, backbone, relation=None, **kwargs):
         super().__init__(backbone, **kwargs)
         self.relation = relation or RelationModule(backbone.output_shape[1:])
+        if self.reference_init:
+            for model in (self.backbone, self.relation):
+                reference_initialisation(model)
 
     @staticmethod
     def default_backbone(input_shape, ways, network=None):
@@ -183,6 +189,22 @@ class RelationNet(BatchedLearner):
         outputs, _ = model.stateless_call(model.trainable_variables,
                                           model.non_trainable_variables, *inputs, training=True)
         return outputs
+
+
+def reference_initialisation(model):
+    """Re-draws `model`'s convolution and dense weights as LearningToCompare_FSL's
+    weights_init does (omniglot_train_one_shot.py): a convolution's kernel from N(0, 2 / n),
+    n = kernel height x width x output channels, its bias 0; a dense layer's kernel from
+    N(0, 0.01²), its bias 1. BatchNorm keeps scale 1 and offset 0, as there."""
+    conv = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+    dense = keras.initializers.RandomNormal(stddev=0.01)
+    for layer in backbones.nested_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.kernel.assign(conv(layer.kernel.shape))
+            layer.bias.assign(tf.zeros_like(layer.bias))
+        elif isinstance(layer, keras.layers.Dense):
+            layer.kernel.assign(dense(layer.kernel.shape))
+            layer.bias.assign(tf.ones_like(layer.bias))
 
 
 def _flat(x):
