@@ -156,7 +156,7 @@ _PROTONET_PAPER = dict(
 _SANTORO = "Santoro et al. 2016"
 _MANN_PAPER = dict(
     usage_decay=Cited(0.95, "tristandeleu/ntm-one-shot mann/model.py; snowkylin/ntm "
-                      "ntm/mann_cell.py (the paper names γ without a value)"),
+                      "ntm/mann_cell.py (no value for γ was found in the paper)"),
     controller_units=Cited(200, f"{_SANTORO}; tristandeleu/ntm-one-shot examples/omniglot.py"),
     memory_slots=Cited(128, f"{_SANTORO}; tristandeleu/ntm-one-shot examples/omniglot.py"),
     memory_width=Cited(40, f"{_SANTORO}; tristandeleu/ntm-one-shot examples/omniglot.py"),
