@@ -115,8 +115,9 @@ class MANN(SequenceLearner):
       Memory-Augmented Neural Networks", ICML 2016.
     """
 
-    # Defaults: Santoro et al. 2016 (controller 200, memory 128 x 40, 4 read heads, γ 0.95),
-    # except the key strength, ours (the paper's is β = 1: docs/RESULTS.md, MANN: key strength).
+    # Defaults: Santoro et al. 2016 (controller 200, memory 128 x 40, 4 read heads); γ 0.95 is
+    # the reference implementations' (docs/PROTOCOLS.md); the key strength is ours (the
+    # paper's is β = 1: docs/RESULTS.md, MANN: key strength).
     HYPERPARAMETERS = (
         Hyperparameter("controller_units", int, 200, "LSTM controller units", at_least(1)),
         Hyperparameter("memory_slots", int, 128, "memory rows", at_least(1)),
