@@ -113,17 +113,16 @@ class RunConfig:
     def __post_init__(self):
         self._check_names()
         algorithm = learner_class(self.algo)
-        for name in self.hyperparameters:
-            if name not in algorithm.hyperparameter_names():
-                raise ValueError(f"--{name} does not apply to --algo={self.algo}")
         protocol = protocols.protocol(self.protocol, self.algo, self.dataset,
                                       self.train_ways or self.ways,
                                       self.train_shots or self.shots)
         for field in dataclasses.fields(self):
             if field.metadata.get("from_protocol") and getattr(self, field.name) is None:
                 self._set(field.name, protocol.get(field.name))
-        given = {name: protocol[name] if self.hyperparameters.get(name) is None
-                 else self.hyperparameters[name] for name in algorithm.hyperparameter_names()}
+        # resolve() refuses a name the algorithm does not declare: "--x does not apply to ..."
+        given = {**self.hyperparameters,
+                 **{name: protocol[name] for name in algorithm.hyperparameter_names()
+                    if self.hyperparameters.get(name) is None}}
         self._set("hyperparameters", resolve(algorithm.HYPERPARAMETERS, given,
                                              f"--algo={self.algo}"))
         self._set("train_ways", self.train_ways or self.ways)
