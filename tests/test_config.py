@@ -68,7 +68,8 @@ def test_bad_settings_raise_one_line_naming_the_flag(settings, message):
 
 
 def test_unset_settings_take_the_protocol_and_the_declared_defaults():
-    config = RunConfig(algo="maml", protocol="paper")
+    config = RunConfig(algo="maml")  # Omniglot: the paper's protocol unless told otherwise
+    assert config.protocol == "paper"
     assert (config.ways, config.shots, config.train_ways, config.meta_batch_size) == (5, 1, 5, 32)
     assert (config.network, config.query_shots, config.train_query_shots,
             config.eval_episodes, config.steps) == ("conv4_strided_mean", 1, 1, 600, 60000)
@@ -78,12 +79,14 @@ def test_unset_settings_take_the_protocol_and_the_declared_defaults():
     twenty = RunConfig(algo="maml", protocol="paper", ways=20)
     assert (twenty.meta_batch_size, twenty.hyperparameters["inner_lr"],
             twenty.hyperparameters["test_inner_steps"]) == (16, 0.1, 5)
-    ours = RunConfig(algo="maml")  # tf_meta's, the default: the budget runs' settings
+    ours = RunConfig(algo="maml", protocol="tf_meta")  # the budget runs' settings
     assert (ours.network, ours.query_shots, ours.train_query_shots, ours.eval_episodes,
             ours.steps) == (None, 15, 15, 1000, 1000)
     assert ours.hyperparameters["adapt_batchnorm"] and not ours.hyperparameters["sum_inner_loss"]
     assert config.export_dir == "saved_models/maml"
     assert config.eval_every == 500 and config.checkpoint_every == 100
+    for dataset in ("synthetic", "folder"):  # no paper trained on these: tf_meta's settings
+        assert RunConfig(algo="maml", dataset=dataset, data_dir="d").protocol == "tf_meta"
     sinusoid = RunConfig(algo="maml", dataset="sinusoid")  # the dataset's protocol wins
     assert sinusoid.hyperparameters["inner_lr"] == 0.01
     assert sinusoid.hyperparameters["test_inner_steps"] == 10 and sinusoid.task == "regression"

@@ -160,6 +160,23 @@ def test_a_model_dir_under_a_file_and_evaluation_without_a_checkpoint_fail_first
     assert tree(tmp_path) == ["a_file"]
 
 
+def test_a_folder_from_before_protocols_is_not_continued_under_the_paper_protocol(tmp_path):
+    """Its flags.txt has no --protocol line: the run used tf_meta's settings, and the
+    settings the file does not list would now come from the paper (another network)."""
+    experiment.train_and_evaluate(tiny(tmp_path, export_dir=""), str(tmp_path / "run"))
+    flags = tmp_path / "run" / "flags.txt"
+    flags.write_text("".join(line + "\n" for line in flags.read_text().splitlines()
+                             if not line.startswith("--protocol=")))
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    for run in (experiment.evaluate, experiment.train_and_evaluate):
+        with pytest.raises(ValueError) as raised:
+            run(tiny(tmp_path, protocol="paper", export_dir="", steps=6), str(tmp_path / "run"))
+        assert "written before --protocol existed" in str(raised.value)
+        assert "add --protocol=tf_meta" in str(raised.value) and "\n" not in str(raised.value)
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    assert experiment.evaluate(tiny(tmp_path, export_dir=""), str(tmp_path / "run")).scores
+
+
 SPLIT = {**{f"train/c{c}": 4 for c in range(6)}, **{f"test/c{c}": 4 for c in range(3)}}
 BAD_FOLDERS = [
     ("an empty folder", {}, "has no class sub-folders"),

@@ -23,7 +23,7 @@ from tf_meta.backbones import NETWORKS
 from tf_meta.data.sources import SPLIT_SCHEMES
 from tf_meta.datasets import DATASETS
 
-PROTOCOL = "(default: the algorithm's paper protocol, tf_meta/protocols.py)"
+PROTOCOL = "(unset: the --protocol's value, tf_meta/protocols.py)"
 
 
 def _setting(default, type_, help_text, choices=None, minimum=None, from_protocol=False):
@@ -50,10 +50,12 @@ class RunConfig:
                                        "TFDS_DATA_DIR or ~/tensorflow_datasets); the image "
                                        "root for --dataset=folder")
     download: bool = _setting(True, bool, "let TFDS download omniglot when it is not prepared")
-    protocol: str = _setting("tf_meta", str, "the protocol unset settings come from: tf_meta's "
-                             "(the settings of the budget runs in docs/RESULTS.md) or the "
-                             "paper's (training and test, each value cited: "
-                             "docs/PROTOCOLS.md)", list(protocols.PROTOCOLS))
+    protocol: Optional[str] = _setting(None, str, "the protocol unset settings come from: the "
+                                       "paper's (training and test, each value cited: "
+                                       "docs/PROTOCOLS.md) or tf_meta's (the settings of the "
+                                       "budget runs in docs/RESULTS.md); unset: the dataset's "
+                                       "(paper for omniglot, tf_meta for folder and synthetic)",
+                                       [None, *protocols.PROTOCOLS])
     network: Optional[str] = _setting(None, str, "image network: conv4 (max-pool; Vinyals et "
                                       "al., Snell et al.), conv4_strided (Reptile's), "
                                       "conv4_strided_mean (MAML's); unset: the protocol's, "
@@ -112,6 +114,7 @@ class RunConfig:
 
     def __post_init__(self):
         self._check_names()
+        self._set("protocol", self.protocol or DATASETS[self.dataset].protocol)
         algorithm = learner_class(self.algo)
         protocol = protocols.protocol(self.protocol, self.algo, self.dataset,
                                       self.train_ways or self.ways,

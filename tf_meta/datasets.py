@@ -44,11 +44,15 @@ class Dataset(NamedTuple):
         generated on the fly.
       backbone: None, or () -> the network its paper prescribes (sinusoid: the MAML paper's
         MLP), given to learners instead of their default.
+      protocol: the protocol a run on it takes when `--protocol` is unset
+        (`protocols.PROTOCOLS`): "paper" where the papers report their numbers (Omniglot),
+        "tf_meta" elsewhere (no paper trained on a user's folder or on synthetic clusters).
     """
 
     task: str
     load: Optional[Callable]
     backbone: Optional[Callable] = None
+    protocol: str = "tf_meta"
 
 
 class Location(NamedTuple):
@@ -73,10 +77,11 @@ def _synthetic(where):
 
 
 DATASETS = {
-    "omniglot": Dataset("classification", _omniglot),
+    "omniglot": Dataset("classification", _omniglot, protocol="paper"),
     "folder": Dataset("classification", _folder),
     "synthetic": Dataset("classification", _synthetic),
-    "sinusoid": Dataset("regression", None, backbones.sinusoid_mlp),  # MAML paper §5.1
+    "sinusoid": Dataset("regression", None, backbones.sinusoid_mlp,  # MAML paper §5.1
+                        protocol="paper"),
 }
 
 

@@ -144,6 +144,7 @@ def _prepare(config, workdir, strategy, train):
     for path in (workdir, config.export_dir, adapted_dir):
         if path:
             export.check_writable(path)
+    _check_protocol_of_folder(config, workdir)
     if not train and not training.has_checkpoint(os.path.join(workdir, "checkpoints")):
         raise ValueError(f"--eval_only needs a trained run in --model_dir={workdir} "
                          "(no checkpoint there)")
@@ -151,6 +152,23 @@ def _prepare(config, workdir, strategy, train):
     learner = make_learner(config, streams.input_shape)
     support = _adapted_support(config, learner, streams) if config.export_adapted else None
     return learner, streams, support
+
+
+def _check_protocol_of_folder(config, workdir):
+    """Refuses a run folder written before `--protocol` existed under another protocol.
+
+    Such a folder's flags.txt has no --protocol line: its run took tf_meta's settings (the
+    default then), and the settings it does not list (the network, MAML's BatchNorm mode...)
+    would now resolve to the paper's, a different learner on the same checkpoint.
+    """
+    path = os.path.join(workdir, "flags.txt")
+    if config.protocol == "tf_meta" or not tf.io.gfile.exists(path):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        if not any(line.startswith("--protocol=") for line in f):
+            raise ValueError(f"{path} was written before --protocol existed and its run used "
+                             "tf_meta's settings: add --protocol=tf_meta to resume or evaluate "
+                             "it, or choose another --model_dir")
 
 
 def _adapted_support(config, learner, streams):

@@ -2,13 +2,15 @@
 
 `RunConfig` fills every setting left unset from `protocol(name, algo, dataset, ...)`:
 
-- "tf_meta" (the default): tf_meta's own settings, which the budget runs of docs/RESULTS.md
-  used (the max-pool Conv-4 for MAML and Reptile, 15 queries per class, 1,000 test
-  episodes). It stays the default while run folders written before `--protocol` existed
-  (whose flags.txt has no such line) may be replayed with `--flagfile`.
-- "paper": the paper's Omniglot settings, training and test, each value `Cited` with its
-  source (paper section or reference-code file). A setting the paper row does not name
-  takes tf_meta's value, and `sources` says so ("tf_meta's").
+- "paper" (the default on Omniglot, `datasets.Dataset.protocol`): the paper's Omniglot
+  settings, training and test, each value `Cited` with its source (paper section or
+  reference-code file). A setting the paper row does not name takes tf_meta's value, and
+  `sources` says so ("tf_meta's").
+- "tf_meta" (the default on image folders and synthetic data): tf_meta's own settings,
+  which the budget runs of docs/RESULTS.md used (the max-pool Conv-4 for MAML and Reptile,
+  15 queries per class, 1,000 test episodes). A run folder written before `--protocol`
+  existed (no such line in its flags.txt) used these; `experiment` refuses to continue it
+  under another protocol.
 
 A protocol is COMMON, then the algorithm's declared hyperparameter defaults
 (`MetaLearner.HYPERPARAMETERS`), then the tf_meta row, then (for "paper") the paper row.
