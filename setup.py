@@ -21,5 +21,6 @@ setup(
         "importlib_resources",  # tensorflow-datasets' omniglot builder
         "tensorboard",  # keras.callbacks.TensorBoard (tf.summary) since TF 2.20
     ],
-    extras_require={"test": ["pytest"]},
+    # plots: tf_meta.curves.plot, the learning-curve PNGs of docs/ (nothing else needs it)
+    extras_require={"plots": ["matplotlib"], "test": ["pytest", "matplotlib"]},
 )

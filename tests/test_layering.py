@@ -19,7 +19,8 @@ LAYERS = [
     ["tf_meta.data"],
     ["tf_meta.backbones", "tf_meta.distribute"],
     ["tf_meta.algorithms"],
-    ["tf_meta.evaluation", "tf_meta.training", "tf_meta.export", "tf_meta.protocols"],
+    ["tf_meta.evaluation", "tf_meta.training", "tf_meta.export", "tf_meta.protocols",
+     "tf_meta.curves"],
     ["tf_meta.datasets", "tf_meta.config"],
     ["tf_meta.experiment"],
 ]
