@@ -6,11 +6,12 @@ episode with a couple of gathers. Splits are made over *classes*, never examples
 
 import json
 import os
-import re
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
+
+from tf_meta.data import image_files
 
 OMNIGLOT_EXAMPLES_PER_CLASS = 20
 SPLIT_SCHEMES = ("vinyals", "lake")
@@ -139,8 +140,16 @@ def _rotated_source(images, chars, label_names, rotate):
     return Source(np.ascontiguousarray(examples), counts, labels, names)
 
 
-def folder(path, image_size=28, channels=1, invert=False):
+def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files.MAX_PIXELS):
     """A directory with one sub-folder of images per class, as a Source.
+
+    Files and folders whose names start with "." (.DS_Store, macOS's ._x.png,
+    .ipynb_checkpoints/) are ignored. Every other file named like an image
+    (IMAGE_EXTENSIONS, any case) must be a PNG, JPEG, GIF or BMP regular file, or a
+    symbolic link to one: a directory, FIFO, socket, broken or looping link of such a
+    name is refused, not skipped, so no image is silently left out. This check uses
+    os.stat, so folders are local paths. The size an image declares in its header is
+    checked against `max_pixels` before it is decoded. A GIF gives its first frame.
 
     Args:
       path: directory; each sub-folder is a class named after it (sorted order).
@@ -148,26 +157,29 @@ def folder(path, image_size=28, channels=1, invert=False):
       channels: 1 (grayscale) or 3 (RGB).
       invert: store 255 - pixel, e.g. to make dark-on-light drawings bright-on-dark
         like the Omniglot source.
+      max_pixels: the most pixels (width x height, times the frames of a GIF, all of
+        which TF decodes) an image may declare; default image_files.MAX_PIXELS, 4096x4096.
 
     Returns:
       Source, examples [classes, max images in a class, image_size, image_size, channels].
 
     Raises:
-      ValueError: missing or empty directory, a class without images, an unreadable image.
+      ValueError, one line naming the path: missing or empty directory, a class without
+        images, an image that is not a regular file, too large or unreadable.
     """
     if not os.path.isdir(path):
         raise ValueError(f"image folder {path!r} does not exist")
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    classes = [d for d in _listing(path) if os.path.isdir(os.path.join(path, d))]
     if not classes:
         raise ValueError(f"image folder {path!r} has no class sub-folders")
     per_class = []
     for name in classes:
-        files = sorted(f for f in os.listdir(os.path.join(path, name))
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = [f for f in _listing(os.path.join(path, name))
+                 if f.lower().endswith(IMAGE_EXTENSIONS)]
         if not files:
             raise ValueError(f"class folder {os.path.join(path, name)!r} has no images")
-        per_class.append([_read_image(os.path.join(path, name, f), image_size, channels, invert)
-                          for f in files])
+        per_class.append([_read_image(os.path.join(path, name, f), image_size, channels, invert,
+                                      max_pixels) for f in files])
     counts = np.array([len(c) for c in per_class], np.int32)
     examples = np.zeros((len(classes), counts.max(), image_size, image_size, channels), np.uint8)
     for c, images in enumerate(per_class):
@@ -175,14 +187,18 @@ def folder(path, image_size=28, channels=1, invert=False):
     return Source(examples, counts, np.arange(len(classes), dtype=np.int64), tuple(classes))
 
 
-def _read_image(file, image_size, channels, invert):
+def _listing(path):
+    """The sorted names in directory `path`, without hidden ones (starting with ".")."""
     try:
-        image = tf.io.decode_image(tf.io.read_file(file), channels=channels,
-                                   expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message.splitlines()[0]).strip()
-        raise ValueError(f"cannot read image {file!r}: {reason}") from None
-    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], method="area")
+        return sorted(n for n in os.listdir(path) if not n.startswith("."))
+    except OSError as e:
+        raise ValueError(f"cannot list folder {path!r}: {e.strerror}") from None
+
+
+def _read_image(file, image_size, channels, invert, max_pixels):
+    """[image_size, image_size, channels] uint8 pixels of one image file."""
+    image = image_files.read(file, channels, max_pixels)
+    image = tf.image.resize(image, [image_size, image_size], method="area")
     if invert:
         image = 255.0 - image
     return _to_uint8(image).numpy()
