@@ -170,3 +170,11 @@ def test_a_run_length_compressed_bmp_is_refused_not_garbled(tmp_path):
     (tmp_path / "c0" / "0.bmp").write_bytes(bytes(rle8))
     assert refusal(tmp_path).endswith(
         "0.bmp': an OS/2 or run-length compressed BMP; save it as PNG")
+
+
+@pytest.mark.parametrize("head", [b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM"],
+                         ids=["png", "gif", "bmp"])
+def test_a_truncated_header_is_one_line(tmp_path, head):
+    (tmp_path / "c0").mkdir()
+    (tmp_path / "c0" / "0.png").write_bytes(head)
+    assert refusal(tmp_path).endswith("0.png': truncated header")
