@@ -55,7 +55,29 @@ def head_or(message):
             "headless": message}
 
 
+def scaled(*names):
+    """The commonest client mistake: pixels divided by 255 (here in `names`)."""
+    return lambda r: r.update({name: r[name] / 255 for name in names})
+
+
+def binary(r):
+    """Black-and-white images sent as 0 and 1 instead of 0 and 255."""
+    r.update({name: (r[name] > 127).astype("f4") for name in ("support_images", "query_images")})
+
+
+def larger(name, size):
+    """`name` grown to `size` images of mid-grey, labels cycling over 3 classes."""
+    def change(r):
+        r[name] = np.full((size, 28, 28, 1), 128, "f4")
+        if name == "support_images":
+            r["support_labels"] = np.arange(size, dtype=np.int32) % 3
+    return change
+
+
 UNCOVERED = "support_labels must cover 0..ways-1, each class at least once"
+RANGE = "must be pixels in [0, 255]"
+SCALED = "looks scaled to [0, 1] (its largest pixel is <= 1): send pixels 0-255, multiply by 255"
+BOUND = "the bound of this export: re-export with export_learner(..., {name}=<more>) to serve more"
 # (row, change to the good request, message stem). In JSON (TF Serving's REST API) a row's
 # message can differ where JSON cannot say it: see JSON_MESSAGE.
 BAD_REQUESTS = [
@@ -94,6 +116,20 @@ BAD_REQUESTS = [
     ("more support images than labels",
      lambda r: r.update(support_labels=r["support_labels"][:-1]),
      "support_images and support_labels differ in length"),
+    ("a finite pixel far above 255 (1e30)", pixel("support_images", 1e30),
+     "support_images " + RANGE),
+    ("a negative pixel in the query set", pixel("query_images", -1.0), "query_images " + RANGE),
+    ("query images scaled to [0, 1]", scaled("query_images"), "query_images " + SCALED),
+    ("every image scaled to [0, 1]", scaled("support_images", "query_images"), SCALED),
+    ("black-and-white images as 0 and 1", binary, SCALED),
+    ("101 ways, above the bound of 100", lambda r: r.update(
+        support_images=np.full((101, 28, 28, 1), 128, "f4"),
+        support_labels=np.arange(101, dtype=np.int32)),
+     head_or("ways above max_ways=100, " + BOUND.format(name="max_ways"))),
+    ("1001 support images, above the bound of 1000", larger("support_images", 1001),
+     "support images above max_support=1000, " + BOUND.format(name="max_support")),
+    ("1001 query images, above the bound of 1000", larger("query_images", 1001),
+     "query images above max_queries=1000, " + BOUND.format(name="max_queries")),
 ]
 # Rejected by the function call before the graph runs (TF Serving's REST API converts JSON to
 # the signature's dtypes, so only a gRPC client can send these).
@@ -206,13 +242,45 @@ def test_without_tf_meta_every_export_refuses_every_row(exports, tmp_path):
             assert message in answer.get("error", ""), (algo, row, answer)
 
 
-def test_the_adapted_export_refuses_wrong_shapes_and_non_finite_pixels(tmp_path):
+@pytest.mark.parametrize("algo", ALGOS)
+def test_black_images_and_the_ends_of_the_range_are_answered(signatures, algo):
+    """The pixel checks' controls: all-zero images are the same under either scale, so they
+    are answered; so are pixels of exactly 0 and 255, and a query set of one faint image."""
+    request = good_request()
+    request["query_images"][:] = 0
+    assert np.isfinite(call(signatures[algo], request)["logits"].numpy()).all()
+    request["support_images"][:] = 0
+    assert np.isfinite(call(signatures[algo], request)["logits"].numpy()).all()
+    request["support_images"][:, 3:9, 3:9] = 255
+    request["query_images"] = request["query_images"][:1] + 1.5
+    assert call(signatures[algo], request)["logits"].shape == (1, 3)
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory):
+    """The plain `serving_default` of a MAML export adapted to the good request's support."""
     keras.utils.set_random_seed(0)
     learner = build_learner("maml", (28, 28, 1), ways=HEAD, test_inner_steps=1)
     request = good_request()
     path = export.export_adapted(learner, request["support_images"], request["support_labels"],
-                                 str(tmp_path / "adapted"))
-    signature = tf.saved_model.load(path).signatures["serving_default"]
+                                 str(tmp_path_factory.mktemp("adapted") / "maml"))
+    return tf.saved_model.load(path).signatures["serving_default"]
+
+
+def test_the_adapted_export_refuses_pixels_outside_0_255_and_too_many_images(adapted):
+    images = good_request()["query_images"]
+    for bad, message in [(images * 1e28, "images " + RANGE), (images - 300, "images " + RANGE),
+                         (images / 255, "images " + SCALED),
+                         (np.full((1001, 28, 28, 1), 128, "f4"),
+                          "images above max_queries=1000, the bound of this export: re-export with "
+                          "export_adapted(..., max_queries=<more>) to serve more")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+            adapted(images=tf.constant(bad))
+    assert adapted(images=tf.zeros([2, 28, 28, 1]))["classes"].shape == (2,)
+
+
+def test_the_adapted_export_refuses_wrong_shapes_and_non_finite_pixels(adapted):
+    signature, request = adapted, good_request()
     assert signature(images=tf.constant(request["query_images"]))["classes"].shape == (4,)
     with pytest.raises(tf.errors.InvalidArgumentError, match=SHAPE_ERROR):
         signature(images=tf.constant(request["query_images"][0]))

@@ -1,10 +1,13 @@
 """The TF Serving export, checked the way TF Serving sees it: another process, no tf_meta."""
 
 import functools
+import errno
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -174,7 +177,9 @@ def test_versions_are_integers_and_metadata_is_kept(learner, tmp_path):
     assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
     assert sorted(os.listdir(base)) == ["1", "2"]
     meta = json.loads((base / "1" / "assets.extra" / "tf_meta.json").read_text())
-    assert meta == {"algo": "x"}
+    head = min(learner.max_ways or 100, 100)
+    assert meta == {"algo": "x", "request_bounds": {"max_support": 1000, "max_queries": 1000,
+                                                    "max_ways": head}}
 
 
 def test_a_failed_export_leaves_no_version_folder(learner, tmp_path, monkeypatch):
@@ -188,3 +193,110 @@ def test_a_failed_export_leaves_no_version_folder(learner, tmp_path, monkeypatch
     with pytest.raises(OSError, match="disk full"):
         export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1))
     assert os.listdir(tmp_path / "model") == []
+
+
+def test_request_bounds_are_set_at_export_recorded_and_enforced(tmp_path):
+    learner = trained("protonet")
+    path = export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1), max_support=6,
+                                 max_queries=4, max_ways=3)
+    meta = json.loads(open(os.path.join(path, "assets.extra", "tf_meta.json")).read())
+    assert meta == {"request_bounds": {"max_support": 6, "max_queries": 4, "max_ways": 3}}
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    rng = np.random.default_rng(0)
+
+    def request(support, queries, ways):
+        return signature(
+            support_images=tf.constant(rng.uniform(0, 255, (support, 28, 28, 1)), tf.float32),
+            support_labels=tf.constant(np.arange(support) % ways, tf.int32),
+            query_images=tf.constant(rng.uniform(0, 255, (queries, 28, 28, 1)), tf.float32))
+
+    assert request(6, 4, 3)["logits"].shape == (4, 3)  # at every bound: answered
+    for sizes, message in [((7, 4, 3), "support images above max_support=6, the bound of this "
+                            "export: re-export with export_learner(..., max_support=<more>)"),
+                           ((6, 5, 3), "query images above max_queries=4"),
+                           ((6, 4, 4), "ways above max_ways=3")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+            request(*sizes)
+
+
+def test_only_ascii_digit_folders_are_versions(tmp_path):
+    base = tmp_path / "model"
+    for name in ("\u00b2", "1a", ".tmp-3", "\u0663", "7 ", "-2"):  # ², Arabic-Indic 3
+        (base / name).mkdir(parents=True)
+    assert export.next_version(str(base)) == 1
+    (base / "7").mkdir()
+    assert export.next_version(str(base)) == 8
+    learner = build_learner("protonet", (28, 28, 1))
+    assert export.export_learner(learner, str(base), (28, 28, 1)) == str(base / "8")
+
+
+RACE = """
+import os, sys, time
+from tf_meta import build_learner, export
+learner = build_learner("protonet", (28, 28, 1))
+open(sys.argv[2], "w").close()  # ready
+while not os.path.exists(sys.argv[3]):  # both start exporting within 10 ms
+    time.sleep(0.01)
+print(export.export_learner(learner, sys.argv[1], (28, 28, 1)))
+"""
+
+
+def test_two_exports_to_one_base_path_at_once_both_succeed(tmp_path):
+    base, go = tmp_path / "model", tmp_path / "go"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    racers = [subprocess.Popen([sys.executable, "-c", RACE, str(base), str(r), str(go)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env) for r in ready]
+    try:
+        deadline = time.time() + 240
+        while not all(r.exists() for r in ready) and time.time() < deadline:
+            time.sleep(0.05)
+        go.touch()
+        done = [r.communicate(timeout=240) for r in racers]
+    finally:
+        for racer in racers:
+            racer.kill()
+    assert [r.returncode for r in racers] == [0, 0], [err.splitlines()[-3:] for _, err in done]
+    assert sorted(out.strip() for out, _ in done) == [str(base / "1"), str(base / "2")]
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    for version in ("1", "2"):
+        tf.saved_model.load(str(base / version))  # each a complete SavedModel
+
+
+def test_a_version_taken_between_choosing_and_claiming_it_goes_to_the_next(tmp_path,
+                                                                          monkeypatch):
+    """The race's losing side, made certain: another export renames its version 1 into place
+    after this one counted the versions."""
+    base = tmp_path / "model"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"the other export")
+    counts = iter([1])
+    real = export.next_version
+    monkeypatch.setattr(export, "next_version", lambda path: next(counts, None) or real(path))
+    path = export.export_learner(trained("protonet"), str(base), (28, 28, 1))
+    assert path == str(base / "2") and sorted(os.listdir(base)) == ["1", "2"]
+    assert (base / "1" / "saved_model.pb").read_bytes() == b"the other export"
+
+
+@pytest.mark.parametrize("error,cause", [
+    (tf.errors.ResourceExhaustedError(None, None, "saved_model.pb; No space left on device"),
+     "No space left on device"),
+    (OSError(errno.EROFS, "Read-only file system", "saved_model.pb"), "Read-only file system"),
+], ids=["disk full", "read-only"])
+def test_an_os_error_during_export_is_one_line_naming_the_path_and_leaves_nothing(
+        error, cause, tmp_path, monkeypatch):
+    real_save = tf.saved_model.save
+
+    def save_then_fail(obj, export_dir, *args, **kwargs):
+        real_save(obj, export_dir, *args, **kwargs)  # a complete write, then the failure
+        raise error
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_fail)
+    base = str(tmp_path / "model")
+    with pytest.raises(OSError) as raised:  # train.py prints an OSError as one line
+        export.export_learner(trained("protonet"), base, (28, 28, 1))
+    message = str(raised.value)
+    assert message.startswith(f"cannot export to {base!r}: ") and "\n" not in message
+    assert cause in message
+    assert os.listdir(base) == []

@@ -11,10 +11,15 @@ support_y [S, 1], query_x [Q, 1] and answer predictions [Q, 1].
 
 `export_adapted` writes a learner already adapted to one support set as a plain model:
 images -> probabilities, classes (regression: x -> predictions).
+
+Served images are float32 pixels in [0, 255] (`check_values`), and a request has size
+bounds set at export (MAX_SUPPORT, MAX_QUERIES, MAX_WAYS); both are checked in the graph.
 """
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import NamedTuple
@@ -26,11 +31,21 @@ import tensorflow as tf
 from tf_meta.episode import Episode, num_ways
 
 
+# Request bounds, the defaults of the exporters' keyword arguments. A real few-shot request
+# stays far below them (Meta-Dataset's largest episodes: 50 ways, 500 support images, ~500
+# queries); at them one request peaks at ~1-2 GB for a Conv-4 learner (README, Serving).
+MAX_SUPPORT, MAX_QUERIES, MAX_WAYS = 1000, 1000, 100
+
+
 def next_version(base_path):
-    """1 + the largest integer version folder under `base_path` (1 if none)."""
+    """1 + the largest integer version folder under `base_path` (1 if none).
+
+    Only ASCII-digit names are versions, as TF Serving reads them: str.isdigit also takes
+    '²' or '٣', which int() refuses or misreads.
+    """
     if not os.path.isdir(base_path):
         return 1
-    versions = [int(d) for d in os.listdir(base_path) if d.isdigit()]
+    versions = [int(d) for d in os.listdir(base_path) if re.fullmatch("[0-9]+", d)]
     return max(versions, default=0) + 1
 
 
@@ -49,7 +64,44 @@ def check_writable(path):
         raise ValueError(f"cannot write {path!r}: {existing!r} is not writable")
 
 
-def check_request(support_images, support_labels, query_images, input_shape, max_ways=None):
+def check_values(x, name):
+    """In-graph checks that `x` holds values the learners were trained on.
+
+    Images ([n, H, W, C]) are the served contract's pixels: floats in [0, 255], strokes
+    bright on black. A set whose largest pixel is in (0, 1] is refused as scaled to [0, 1]
+    (the commonest client mistake): under 0-255 nothing in it is brighter than 1/255. All
+    zeros is answered, being the same images under either scale. Other inputs (feature
+    vectors) need only be finite.
+
+    Args:
+      x: [n, ...] float32 (static rank known); name: the input's name, for the messages.
+    Returns:
+      The last check (None when run eagerly); the checks run in order, so a NaN is named
+      as such, not as out of range.
+    """
+    finite = tf.debugging.assert_all_finite(x, f"{name} has NaN or Inf")
+    if x.shape.rank != 4:
+        return finite
+    low, high = tf.reduce_min(finite), tf.reduce_max(finite)
+    in_range = f"{name} must be pixels in [0, 255]"
+    checks = [tf.debugging.assert_greater_equal(low, 0.0, message=in_range),
+              tf.debugging.assert_less_equal(high, 255.0, message=in_range)]
+    with tf.control_dependencies(checks):
+        return tf.debugging.Assert(
+            tf.logical_or(high > 1.0, high <= 0.0),
+            [f"{name} looks scaled to [0, 1] (its largest pixel is <= 1): send pixels 0-255, "
+             "multiply by 255. Largest pixel:", high])
+
+
+def check_bound(count, bound, value, what, exporter):
+    """An in-graph check that `count` (a scalar) is at most the export's `bound`=`value`."""
+    return tf.debugging.assert_less_equal(
+        count, value, message=f"{what} above {bound}={value}, the bound of this export: "
+        f"re-export with {exporter}(..., {bound}=<more>) to serve more")
+
+
+def check_request(support_images, support_labels, query_images, input_shape, max_ways=None,
+                  bounds=None):
     """In-graph validation of a serving request; raises InvalidArgumentError, never garbage.
 
     Every check is a graph op, so it travels with the SavedModel: the signature's declared
@@ -62,6 +114,8 @@ def check_request(support_images, support_labels, query_images, input_shape, max
       input_shape: the shape of one example the learner was exported for, e.g. (28, 28, 1).
       max_ways: the size of the learner's output head (MAML, Reptile, MANN, SNAIL), or None
         when any number of classes works (ProtoNet, RelationNet).
+      bounds: {"max_support": n, "max_queries": n, "max_ways": n} (`request_bounds`), or
+        None for no size bounds.
 
     Returns:
       (support_images, support_labels, query_images), each computed only after every
@@ -84,26 +138,50 @@ def check_request(support_images, support_labels, query_images, input_shape, max
         checks.append(tf.debugging.assert_less(
             support_labels, max_ways,
             message=f"support_labels must be below {max_ways}, the ways of the exported head"))
+    if bounds is not None:
+        checks += [check_bound(size, "max_support", bounds["max_support"], "support images",
+                               "export_learner"),
+                   check_bound(tf.shape(query_images)[0], "max_queries", bounds["max_queries"],
+                               "query images", "export_learner")]
     uncovered = "support_labels must cover 0..ways-1, each class at least once"
     checks += [
         # A label >= S leaves some class without an example; checked before the label is
         # used as a segment count, which would otherwise allocate label-many counters.
         tf.debugging.assert_less(support_labels, size, message=uncovered),
-        tf.debugging.assert_all_finite(support_images, "support_images has NaN or Inf"),
-        tf.debugging.assert_all_finite(query_images, "query_images has NaN or Inf"),
+        check_values(support_images, "support_images"),
+        check_values(query_images, "query_images"),
     ]
     with tf.control_dependencies(checks):
         ways = num_ways(support_labels)
         present = tf.math.unsorted_segment_sum(tf.ones_like(support_labels), support_labels, ways)
-    with tf.control_dependencies([tf.debugging.assert_positive(present, message=uncovered)]):
+    checked = tf.debugging.assert_positive(present, message=uncovered)
+    if bounds is not None and bounds["max_ways"] < (max_ways or np.inf):  # else the head's
+        with tf.control_dependencies([checked]):  # once the labels are known to be right
+            checked = check_bound(ways, "max_ways", bounds["max_ways"], "ways", "export_learner")
+    with tf.control_dependencies([checked]):
         # nothing reads the inputs before they are checked
         return tuple(tf.identity(t) for t in (support_images, support_labels, query_images))
 
 
-def serving_outputs(learner, support_images, support_labels, query_images, input_shape):
+def request_bounds(learner, max_support=MAX_SUPPORT, max_queries=MAX_QUERIES,
+                   max_ways=MAX_WAYS):
+    """The size bounds of an export's requests, as recorded in its tf_meta.json.
+
+    max_ways becomes the learner's head when that is smaller (the head bounds it anyway).
+    """
+    for name, value in (("max_support", max_support), ("max_queries", max_queries),
+                        ("max_ways", max_ways)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return {"max_support": int(max_support), "max_queries": int(max_queries),
+            "max_ways": int(min(max_ways, learner.max_ways or max_ways))}
+
+
+def serving_outputs(learner, support_images, support_labels, query_images, input_shape,
+                    bounds=None):
     """The `serving_default` computation of a classifier: logits, probabilities, classes."""
     support_images, support_labels, query_images = check_request(
-        support_images, support_labels, query_images, input_shape, learner.max_ways)
+        support_images, support_labels, query_images, input_shape, learner.max_ways, bounds)
     query_y = tf.zeros(tf.shape(query_images)[:1], tf.int32)  # unread by query_logits
     episode = Episode(support_images, support_labels, query_images, query_y)
     return learner.outputs(learner.query_logits(episode, training=False))
@@ -148,31 +226,45 @@ def request_body(support_images, support_labels, query_images):
                        "query_images": plain(query_images)}}
 
 
-def export_learner(learner, base_path, input_shape, version=None, metadata=None):
+def export_learner(learner, base_path, input_shape, version=None, metadata=None,
+                   max_support=MAX_SUPPORT, max_queries=MAX_QUERIES, max_ways=MAX_WAYS):
     """Writes `learner` as a TF Serving model version with the episode signature.
 
     Args:
       learner: a built MetaLearner.
       base_path: the TF Serving model base path, e.g. saved_models/protonet.
       input_shape: shape of one input example, e.g. (28, 28, 1).
-      version: integer version; default next_version(base_path).
-      metadata: optional JSON-able dict, written to <version>/assets.extra/tf_meta.json.
+      version: integer version; default next_version(base_path) when the export is done.
+      metadata: optional JSON-able dict, written to <version>/assets.extra/tf_meta.json
+        with the request bounds added as "request_bounds".
+      max_support, max_queries, max_ways: the largest request served: support images,
+        query images, classes (at most the head's). A larger request is refused in the
+        graph, before it costs memory. Classification only: a regression request is points.
 
     Returns:
       Path of the written version folder.
+
+    Raises:
+      OSError: the export could not be written (one line: base path and cause); nothing
+        is left behind.
     """
+    bounds = None
+    if not learner.regression:
+        bounds = request_bounds(learner, max_support, max_queries, max_ways)
+        metadata = {**(metadata or {}), "request_bounds": bounds}
+
     def serve(support, labels, query):
         if learner.regression:  # targets, not labels: no class checks apply
             return learner.outputs(learner.query_logits(Episode(support, labels, query, None),
                                                         training=False))
-        return serving_outputs(learner, support, labels, query, input_shape)
+        return serving_outputs(learner, support, labels, query, input_shape, bounds)
 
     signature = INPUTS[learner.task].signature(input_shape)
     return _write_version(learner, serve, signature, base_path, version, metadata)
 
 
 def export_adapted(learner, support_images, support_labels, base_path, version=None,
-                   metadata=None):
+                   metadata=None, max_queries=MAX_QUERIES):
     """Writes the learner adapted to one support set as a plain classifier model version.
 
     MAML/FOMAML/Reptile run their test-time inner loop once, here; the export holds the
@@ -186,6 +278,8 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
         `score`).
       support_images: [S, *input_shape] pixels; support_labels: [S] int in [0, ways).
       base_path, version, metadata: as in export_learner.
+      max_queries: the most images one request may hold (classification; recorded in
+        tf_meta.json as "request_bounds").
 
     Returns:
       Path of the written version folder.
@@ -200,11 +294,18 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
                       support_images.shape[1:], learner.max_ways)
     fast = [tf.constant(w) for w in learner.adapt(support_images, support_labels,
                                                    training=False)]
+    bounds = None
+    if not learner.regression:  # points, not images: a curve may be asked at many
+        bounds = {"max_queries": request_bounds(learner, max_queries=max_queries)["max_queries"]}
+        metadata = {**(metadata or {}), "request_bounds": bounds}
 
     def serve(images):
         images = tf.ensure_shape(images, [None, *support_images.shape[1:]])  # see check_request
-        with tf.control_dependencies([tf.debugging.assert_all_finite(
-                images, "images has NaN or Inf")]):
+        checks = [check_values(images, "images")]
+        if bounds is not None:
+            checks.append(check_bound(tf.shape(images)[0], "max_queries", bounds["max_queries"],
+                                      "images", "export_adapted"))
+        with tf.control_dependencies(checks):
             images = tf.identity(images)
         episode = Episode(support_images, support_labels, images, None)
         outputs = learner.outputs(learner.score(fast, episode, training=False))
@@ -239,16 +340,18 @@ def _write_version(learner, serve, signature, base_path, version, metadata):
     The SavedModel is written to a hidden temporary folder beside the versions and renamed
     into place, so TF Serving (which polls for integer folders) never sees a partial one
     and a failed export leaves nothing behind. A process killed mid-export leaves its hidden
-    folder, which the next export removes.
+    folder, which the next export removes. The version is claimed by that rename (`_claim`),
+    so concurrent exports to one base path each get their own.
+
+    Raises:
+      OSError: one line naming `base_path` and the cause (TensorFlow's file errors too).
+      ValueError: an explicit `version` that already exists.
     """
-    version = next_version(base_path) if version is None else int(version)
-    final = os.path.join(base_path, str(version))
-    if os.path.exists(final):
-        raise ValueError(f"export version folder {final!r} already exists")
-    os.makedirs(base_path, exist_ok=True)
-    _remove_abandoned_exports(base_path)
-    tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base_path)
+    tmp = None
     try:
+        os.makedirs(base_path, exist_ok=True)
+        _remove_abandoned_exports(base_path)
+        tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base_path)
         archive = keras.export.ExportArchive()
         archive.track(learner)
         archive.add_endpoint(name="serving_default", fn=serve, input_signature=signature)
@@ -257,8 +360,31 @@ def _write_version(learner, serve, signature, base_path, version, metadata):
             os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
             with open(os.path.join(tmp, "assets.extra", "tf_meta.json"), "w") as f:
                 json.dump(metadata, f, indent=2, sort_keys=True)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return _claim(tmp, base_path, version)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, tf.errors.OpError)):  # disk full, read-only, ...
+            cause = " ".join(str(getattr(e, "message", None) or e).split())
+            raise OSError(f"cannot export to {base_path!r}: {cause}") from e
         raise
-    return final
+
+
+def _claim(tmp, base_path, version):
+    """Renames the finished folder `tmp` to its version folder; returns that path.
+
+    rename(2) is atomic and fails on a non-empty target (a version folder never is empty),
+    so of two exports that picked the same number one gets it and the other takes the next
+    one: no export overwrites or loses another.
+    """
+    while True:
+        final = os.path.join(base_path, str(next_version(base_path) if version is None
+                                            else int(version)))
+        if version is not None and os.path.exists(final):  # rename replaces an empty folder
+            raise ValueError(f"export version folder {final!r} already exists")
+        try:
+            os.rename(tmp, final)
+            return final
+        except OSError as e:
+            if version is not None or e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
