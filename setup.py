@@ -2,9 +2,12 @@
 
 from setuptools import find_packages, setup
 
+ABOUT = {}  # the version, from its one home
+exec(open("tf_meta/version.py", encoding="utf-8").read(), ABOUT)
+
 setup(
     name="tf-meta",
-    version="0.1.0",
+    version=ABOUT["VERSION"],
     description="Meta-learning for TensorFlow/Keras: episodic data, learners, TF Serving export",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -15,13 +15,13 @@ from tf_meta import ALGORITHMS
 PACKAGE = ROOT / "tf_meta"
 # Episode -> data -> networks -> learners -> evaluating, training, exporting -> the run.
 LAYERS = [
-    ["tf_meta.episode"],
+    ["tf_meta.episode", "tf_meta.version"],
     ["tf_meta.data"],
     ["tf_meta.backbones", "tf_meta.distribute"],
     ["tf_meta.algorithms"],
     ["tf_meta.evaluation", "tf_meta.training", "tf_meta.export", "tf_meta.protocols",
      "tf_meta.curves"],
-    ["tf_meta.datasets", "tf_meta.config"],
+    ["tf_meta.datasets", "tf_meta.config", "tf_meta.run_folder"],
     ["tf_meta.experiment"],
 ]
 # Beyond the layering: learners never reach for episode sampling, training or the run.

@@ -6,7 +6,6 @@ Episode -> data (sources, sampling, pipeline) -> MetaLearner (algorithms) -> exp
 from tf_meta.algorithms import ALGORITHMS, MetaLearner, build_learner
 from tf_meta.data import make_episode_dataset
 from tf_meta.episode import Episode
-
-__version__ = "0.1.0"
+from tf_meta.version import VERSION as __version__  # noqa: F401 - the package version
 
 __all__ = ["ALGORITHMS", "Episode", "MetaLearner", "build_learner", "make_episode_dataset"]

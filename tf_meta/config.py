@@ -18,19 +18,33 @@ from typing import NamedTuple, Optional
 
 from tf_meta import distribute, protocols, training
 from tf_meta.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, learner_class
-from tf_meta.algorithms.hyperparameters import resolve
+from tf_meta.algorithms.hyperparameters import FLOAT32_MAX, resolve
 from tf_meta.backbones import NETWORKS
 from tf_meta.data.sources import SPLIT_SCHEMES
 from tf_meta.datasets import DATASETS
+from tf_meta.version import VERSION
 
 PROTOCOL = "(unset: the --protocol's value, tf_meta/protocols.py)"
 
 
-def _setting(default, type_, help_text, choices=None, minimum=None, from_protocol=False):
-    """A RunConfig field; its metadata is what `train.py` makes its flag from."""
+# train.py's own flags, which flags.txt may hold but a RunConfig does not.
+RUN_FLAGS = ("model_dir", "eval_only", "overwrite")
+SEED_LIMIT = 2**32  # seeds are numpy's and the stateless samplers': in [0, 2**32)
+
+
+def _setting(default, type_, help_text, choices=None, minimum=None, from_protocol=False,
+             shapes_weights=False, maximum=None):
+    """A RunConfig field; its metadata is what `train.py` makes its flag from.
+
+    `shapes_weights`: the value changes what training computes, so a run folder's resume
+    or evaluation must have the value its training had (`weight_settings`); the others
+    (test episodes, schedules of validation and checkpoints, places) may differ.
+    `maximum`: an exclusive upper bound.
+    """
     return dataclasses.field(default=default, metadata=dict(
         type=type_, help=help_text + (f" {PROTOCOL}" if from_protocol else ""),
-        choices=choices, minimum=minimum, from_protocol=from_protocol))
+        choices=choices, minimum=minimum, maximum=maximum, from_protocol=from_protocol,
+        shapes_weights=shapes_weights))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +55,13 @@ class RunConfig:
     (`MetaLearner.HYPERPARAMETERS`) to values; after resolution it holds every one of them.
     """
 
-    algo: str = _setting(DEFAULT_ALGORITHM, str, "meta-learning algorithm", sorted(ALGORITHMS))
+    algo: str = _setting(DEFAULT_ALGORITHM, str, "meta-learning algorithm", sorted(ALGORITHMS),
+                         shapes_weights=True)
     dataset: str = _setting("omniglot", str, "episode source: TFDS omniglot, an image folder "
                             "(--data_dir), synthetic clusters, or sinusoid regression (MAML "
-                            "paper §5.1)", list(DATASETS))
-    split: str = _setting("vinyals", str, "Omniglot class split", list(SPLIT_SCHEMES))
+                            "paper §5.1)", list(DATASETS), shapes_weights=True)
+    split: str = _setting("vinyals", str, "Omniglot class split", list(SPLIT_SCHEMES),
+                          shapes_weights=True)
     data_dir: Optional[str] = _setting(None, str, "TFDS data dir for omniglot (default: "
                                        "TFDS_DATA_DIR or ~/tensorflow_datasets); the image "
                                        "root for --dataset=folder")
@@ -60,7 +76,7 @@ class RunConfig:
                                       "al., Snell et al.), conv4_strided (Reptile's), "
                                       "conv4_strided_mean (MAML's); unset: the protocol's, "
                                       "else the algorithm's own", [None, *NETWORKS],
-                                      from_protocol=True)
+                                      from_protocol=True, shapes_weights=True)
     ways: Optional[int] = _setting(None, int, "test classes per episode (N in N-way)",
                                    minimum=1, from_protocol=True)
     shots: Optional[int] = _setting(None, int, "support examples per class in test episodes "
@@ -68,24 +84,26 @@ class RunConfig:
     query_shots: Optional[int] = _setting(None, int, "query examples per class in test "
                                           "episodes", minimum=1, from_protocol=True)
     train_ways: Optional[int] = _setting(None, int, "classes per training episode (default: "
-                                         "--ways; ProtoNet: 60)", minimum=1, from_protocol=True)
+                                         "--ways; ProtoNet: 60)", minimum=1, from_protocol=True,
+                                         shapes_weights=True)
     train_shots: Optional[int] = _setting(None, int, "support examples per class in training "
                                           "episodes (default: --shots)", minimum=1,
-                                          from_protocol=True)
+                                          from_protocol=True, shapes_weights=True)
     train_query_shots: Optional[int] = _setting(None, int, "query examples per class in "
                                                 "training episodes", minimum=1,
-                                                from_protocol=True)
+                                                from_protocol=True, shapes_weights=True)
     meta_batch_size: Optional[int] = _setting(None, int, "episodes per meta-update", minimum=1,
-                                              from_protocol=True)
+                                              from_protocol=True, shapes_weights=True)
     steps: Optional[int] = _setting(None, int, "meta-updates to train", minimum=1,
                                     from_protocol=True)
     meta_lr: Optional[float] = _setting(None, float, "outer learning rate (Reptile: ε, "
-                                        "annealed to 0)", from_protocol=True)
+                                        "annealed to 0)", from_protocol=True, shapes_weights=True)
     lr_decay_every: Optional[int] = _setting(None, int, "multiply the meta learning rate by "
                                              "--lr_decay_rate this often", minimum=1,
-                                             from_protocol=True)
+                                             from_protocol=True, shapes_weights=True)
     lr_decay_rate: Optional[float] = _setting(None, float, "learning-rate multiplier every "
-                                              "--lr_decay_every", from_protocol=True)
+                                              "--lr_decay_every", from_protocol=True,
+                                              shapes_weights=True)
     eval_every: int = _setting(500, int, "steps between validation runs", minimum=1)
     checkpoint_every: Optional[int] = _setting(
         None, int, "steps between checkpoints; a killed run restarted with the same command "
@@ -94,8 +112,10 @@ class RunConfig:
     val_episodes: int = _setting(200, int, "validation episodes per validation run", minimum=2)
     eval_episodes: Optional[int] = _setting(None, int, "fixed test episodes for the final score "
                                             "± CI", minimum=2, from_protocol=True)
-    seed: int = _setting(0, int, "seed of initialisation and training episodes")
-    eval_seed: int = _setting(1000, int, "seed of the fixed validation and test episode sets")
+    seed: int = _setting(0, int, "seed of initialisation and training episodes", minimum=0,
+                         maximum=SEED_LIMIT, shapes_weights=True)
+    eval_seed: int = _setting(1000, int, "seed of the fixed validation and test episode sets",
+                              minimum=0, maximum=SEED_LIMIT)
     export_dir: Optional[str] = _setting(None, str, "TF Serving model base path, a new integer "
                                          "version is written there (default: "
                                          "saved_models/<algo>; '' skips the export)")
@@ -155,16 +175,22 @@ class RunConfig:
 
     @classmethod
     def from_flags_file(cls, path):
-        """The RunConfig a run folder's flags.txt holds (its --model_dir line is skipped)."""
+        """The RunConfig a run folder's flags.txt holds.
+
+        Comment lines and the flags of `train.py` itself (`RUN_FLAGS`: --model_dir,
+        --eval_only, --overwrite) are skipped. A file without a --protocol line was written
+        before protocols existed, when tf_meta's settings were the only ones: it is read
+        with `protocol="tf_meta"`.
+        """
         import tensorflow as tf  # tf.io.gfile: the run folder may be on any TF filesystem
         with tf.io.gfile.GFile(path) as f:
-            lines = [line.strip() for line in f if line.strip()]
+            lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
         types = {**{f.name: f.metadata["type"] for f in dataclasses.fields(cls)
                     if "type" in f.metadata}, **hyperparameter_types()}
         settings = {}
         for line in lines:
             name, _, value = line[2:].partition("=")
-            if name == "model_dir":
+            if name in RUN_FLAGS or name[2:] in RUN_FLAGS and name.startswith("no"):
                 continue
             if not value and name.startswith("no") and types.get(name[2:]) is bool:
                 settings[name[2:]] = False
@@ -174,15 +200,17 @@ class RunConfig:
                 settings[name] = types[name](value)
             else:
                 raise ValueError(f"{path}: unknown flag --{name}")
+        settings.setdefault("protocol", "tf_meta")
         return cls.from_settings(**settings)
 
     def to_flags(self, model_dir=None):
-        """The config as absl flag-file text, one `--name=value` line per set value."""
+        """The config as absl flag-file text, one `--name=value` line per set value, after a
+        comment naming the tf_meta version that wrote it."""
         values = {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                      if f.name != "hyperparameters"}, **self.hyperparameters}
         if model_dir is not None:
             values["model_dir"] = model_dir
-        lines = []
+        lines = [f"# written by tf_meta {VERSION}"]
         for name, value in values.items():
             if value is None:
                 continue
@@ -192,6 +220,18 @@ class RunConfig:
                 lines.append(f"--{name}={value}")
         return "".join(line + "\n" for line in lines)
 
+    def weight_settings(self):
+        """name -> value of every setting that shapes the trained weights.
+
+        The fields marked `shapes_weights` and the algorithm's hyperparameters declared so
+        (`Hyperparameter.shapes_weights`); not --steps, which a resume may raise.
+        """
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.metadata.get("shapes_weights")}
+        declared = {h.name: h for h in learner_class(self.algo).HYPERPARAMETERS}
+        return {**fields, **{name: value for name, value in self.hyperparameters.items()
+                             if declared[name].shapes_weights}}
+
     @property
     def task(self):
         """The task kind of the dataset: "classification" or "regression"."""
@@ -200,7 +240,7 @@ class RunConfig:
     def summary(self):
         """The settings a result is reported with: dict for its JSON."""
         names = ("algo", "protocol", "dataset", "split", "network", "ways", "shots",
-                 "query_shots", "steps")
+                 "query_shots", "eval_episodes", "eval_seed", "steps")
         return {**{n: getattr(self, n) for n in names}, **self.hyperparameters}
 
     def _set(self, name, value):
@@ -222,8 +262,12 @@ class RunConfig:
             value, minimum = getattr(self, field.name), field.metadata.get("minimum")
             if minimum is not None and value is not None and value < minimum:
                 raise ValueError(f"--{field.name}={value}: it must be >= {minimum}")
-            if field.metadata.get("type") is float and not 0 < value < math.inf:
-                raise ValueError(f"--{field.name} must be positive and finite, got {value}")
+            maximum = field.metadata.get("maximum")
+            if maximum is not None and value is not None and value >= maximum:
+                raise ValueError(f"--{field.name}={value}: it must be < {maximum:,}")
+            if field.metadata.get("type") is float and not 0 < value <= FLOAT32_MAX:
+                raise ValueError(f"--{field.name} must be positive and finite in float32 "
+                                 f"(<= 3.4e38), got {value}")
         if self.dataset == "folder" and not self.data_dir:
             raise ValueError("--dataset=folder needs --data_dir")
         if self.network and DATASETS[self.dataset].backbone:

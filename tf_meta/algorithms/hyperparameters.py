@@ -7,7 +7,6 @@ config accepts exactly those names for that algorithm, and `train.py` generates 
 module cites; a dataset whose paper used another value says so in `tf_meta/protocols.py`.
 """
 
-import math
 import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -19,7 +18,8 @@ class Bound(NamedTuple):
     requirement: str
 
 
-POSITIVE = Bound(lambda v: 0 < v < math.inf, "positive and finite")
+FLOAT32_MAX = 3.4028234663852886e38  # float32's largest finite value: weights and rates are float32
+POSITIVE = Bound(lambda v: 0 < v <= FLOAT32_MAX, "positive and finite in float32 (<= 3.4e38)")
 
 
 def at_least(minimum, reason=""):
@@ -42,6 +42,11 @@ class Hyperparameter(NamedTuple):
         it from its shape (SNAIL's sequence length, its label scale).
       help: one line: what it is, for the flag's help.
       bound: a `Bound` every non-None value must meet, or None.
+      shapes_weights: whether the value changes what training computes. False for
+        settings used only at test and in the served model (test-time inner steps) or only
+        in how training executes (tasks in parallel): these may differ between a run, its
+        resume and its evaluation; the others may not (the run folder's contract,
+        `tf_meta.experiment`).
     """
 
     name: str
@@ -49,6 +54,7 @@ class Hyperparameter(NamedTuple):
     default: Any
     help: str
     bound: Optional[Bound] = None
+    shapes_weights: bool = True
 
     def check(self, value):
         """Returns `value` converted to `type`; ValueError if it breaks the bound."""

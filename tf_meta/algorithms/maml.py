@@ -36,7 +36,7 @@ class MAML(FastWeightLearner):
         Hyperparameter("inner_steps", int, 1, "inner-loop steps in training; 0 trains the "
                        "pretrained-on-all-tasks baseline", at_least(0)),
         Hyperparameter("test_inner_steps", int, 3, "inner-loop steps at test and in the "
-                       "served model", at_least(0)),
+                       "served model", at_least(0), shapes_weights=False),
         Hyperparameter("transductive", bool, True, "BatchNorm batch statistics at test too "
                        "(--notransductive: the moving statistics)"),
         Hyperparameter("adapt_batchnorm", bool, True, "adapt BatchNorm's offset and scale in "
@@ -48,7 +48,8 @@ class MAML(FastWeightLearner):
                        "utils.py xent, summed by tf.gradients), so inner_lr is the paper's α; "
                        "--nosum_inner_loss: their mean"),
         Hyperparameter("parallel_tasks", int, 1, "tasks whose meta-gradients run at once (2 is "
-                       "~20% faster on 2 cores, ~100 MB more memory)", at_least(1)),
+                       "~20% faster on 2 cores, ~100 MB more memory)", at_least(1),
+                       shapes_weights=False),
     )
 
     def __init__(self, backbone, first_order=False, **kwargs):

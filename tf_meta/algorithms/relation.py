@@ -109,7 +109,7 @@ class RelationNet(BatchedLearner):
     # Defaults: floodsung/LearningToCompare_FSL (omniglot_train_one_shot.py).
     HYPERPARAMETERS = (
         Hyperparameter("transductive", bool, True, "BatchNorm batch statistics of each test "
-                       "episode (--notransductive: the moving statistics)"),
+                       "episode (--notransductive: the moving statistics)", shapes_weights=False),
         Hyperparameter("clip_norm", float, 0.5, "global norm each module's meta-gradient is "
                        "clipped to", POSITIVE),
         Hyperparameter("reference_init", bool, False, "initialise as the reference code "

@@ -53,14 +53,14 @@ class Reptile(FastWeightLearner):
         Hyperparameter("inner_steps", int, 5, "inner-loop steps in training",
                        at_least(1, "with 0 inner steps θ never moves")),
         Hyperparameter("test_inner_steps", int, 50, "inner-loop steps at test and in the "
-                       "served model", at_least(0)),
+                       "served model", at_least(0), shapes_weights=False),
         Hyperparameter("inner_batch_size", int, 10, "support examples per inner step in "
                        "training", at_least(1)),
         Hyperparameter("test_inner_batch_size", int, 5, "support examples per inner step at "
-                       "test", at_least(1)),
+                       "test", at_least(1), shapes_weights=False),
         Hyperparameter("transductive", bool, True, "all queries of an episode in one "
                        "BatchNorm batch (--notransductive: each query with the support set "
-                       "alone)"),
+                       "alone)", shapes_weights=False),
     )
 
     def __init__(self, backbone, **kwargs):
