@@ -32,6 +32,9 @@ for setting in SETTINGS:
 flags.DEFINE_string("model_dir", None, "checkpoints, TensorBoard logs, flags.txt, results JSON "
                     "(default: runs/<algo>)")
 flags.DEFINE_bool("eval_only", False, "skip training: restore model_dir's checkpoint, evaluate")
+flags.DEFINE_bool("overwrite", False, "replace the run model_dir holds (its checkpoints, logs, "
+                  "flags.txt and results), whatever its settings; without it a folder holding "
+                  "a run with other settings is refused")
 
 
 def parse_flags(argv):
@@ -49,9 +52,14 @@ def main(argv):
     try:
         config = run_config.RunConfig.from_settings(
             **{setting.name: FLAGS[setting.name].value for setting in SETTINGS})
+        if FLAGS.model_dir == "":
+            raise ValueError("--model_dir is empty: name a folder, or leave the flag out for "
+                             "runs/<algo>")
         workdir = FLAGS.model_dir or os.path.join("runs", config.algo)
-        run = experiment.evaluate if FLAGS.eval_only else experiment.train_and_evaluate
-        result = run(config, workdir)
+        if FLAGS.eval_only:
+            result = experiment.evaluate(config, workdir)
+        else:
+            result = experiment.train_and_evaluate(config, workdir, overwrite=FLAGS.overwrite)
     except (ValueError, OSError, training.Diverged) as e:
         sys.exit(f"train.py: error: {e}")
     if result is not None:  # None: a worker other than the chief

@@ -172,13 +172,14 @@ def run_json(command, env, cwd):
 
 def existing_exports(model_root, algos, requests):
     """Manifest rows for <model_root>/<algo>/<highest integer version>."""
+    from tf_meta import export
     rows = []
     for algo in algos:
         base = os.path.join(model_root, algo)
-        versions = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
+        latest = export.next_version(base) - 1  # 0: none (ASCII-digit folders only)
         for ways, shots in requests:
             rows.append({"algo": algo, "ways": ways, "shots": shots,
-                         "path": os.path.join(base, str(max(versions))) if versions else None})
+                         "path": os.path.join(base, str(latest)) if latest else None})
     return rows
 
 

@@ -300,3 +300,15 @@ def test_an_os_error_during_export_is_one_line_naming_the_path_and_leaves_nothin
     assert message.startswith(f"cannot export to {base!r}: ") and "\n" not in message
     assert cause in message
     assert os.listdir(base) == []
+
+
+def test_weights_holding_nan_or_inf_are_never_exported(tmp_path):
+    """A NaN SavedModel answered every request (issue 15: a run that diverged behind a finite
+    loss exported one)."""
+    learner = build_learner("protonet", (28, 28, 1))
+    kernel = learner.trainable_variables[0]
+    kernel.assign(np.where(np.arange(kernel.shape.num_elements()).reshape(kernel.shape) == 7,
+                           np.inf, kernel.numpy()))
+    with pytest.raises(ValueError, match=r"cannot export to '.*': 1 variables hold NaN or Inf"):
+        export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1))
+    assert not (tmp_path / "model").exists()

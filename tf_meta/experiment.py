@@ -11,6 +11,7 @@ result JSON `test_<N>way_<K>shot.json`.
 """
 
 import json
+import math
 import os
 import time
 from typing import NamedTuple, Optional
@@ -18,7 +19,7 @@ from typing import NamedTuple, Optional
 import keras
 import tensorflow as tf
 
-from tf_meta import data, datasets, distribute, evaluation, export, training
+from tf_meta import data, datasets, distribute, evaluation, export, run_folder, training
 from tf_meta.algorithms import build_learner
 
 
@@ -66,11 +67,13 @@ def compile_learner(learner, config, jit_compile=False):
     return learner
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, overwrite=False):
     """Trains (resuming from `workdir`'s checkpoints), evaluates and exports.
 
     Everything that can fail on bad input (paths, data, episode sizes, the support folder
-    of `export_adapted`) is checked before anything is written.
+    of `export_adapted`, a run folder holding another run: `run_folder.check`) is checked
+    before anything is written. `overwrite` replaces a run `workdir` holds, whatever its
+    settings (the report's first line says what was removed).
 
     Returns:
       Result, or None on a worker other than the chief (which writes results and exports).
@@ -79,7 +82,7 @@ def train_and_evaluate(config, workdir):
       ValueError, OSError: bad input, before any training.
       training.Diverged: the loss became NaN or Inf; nothing is evaluated or exported.
     """
-    return _run(config, workdir, train=True)
+    return _run(config, workdir, train=True, overwrite=overwrite)
 
 
 def evaluate(config, workdir):
@@ -91,36 +94,58 @@ def evaluate(config, workdir):
     return _run(config, workdir, train=False)
 
 
-def _run(config, workdir, train):
+def _run(config, workdir, train, overwrite=False):
     keras.utils.set_random_seed(config.seed)  # before the learner is built: seeds its init
     strategy = distribute.make_strategy(config.strategy, config.cpu_replicas)
     with strategy.scope():
-        learner, streams, support = _prepare(config, workdir, strategy, train)
+        learner, streams, support = _prepare(config, workdir, strategy, train, overwrite)
     model_dir = distribute.worker_directory(strategy, workdir)
     tf.io.gfile.makedirs(model_dir)
+    with run_folder.lock(model_dir):
+        return _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
+                           train, overwrite)
+
+
+def _locked_run(config, workdir, model_dir, strategy, learner, streams, support, train,
+                overwrite):
     chief = distribute.is_chief(strategy)
-    if chief and train:  # --eval_only runs don't replace the run's flags
-        with tf.io.gfile.GFile(os.path.join(workdir, "flags.txt"), "w") as f:
-            f.write(config.to_flags(model_dir=workdir))
+    lines = []
+    if run_folder.check(config, workdir, train, overwrite) and chief:  # again, locked
+        lines.append(run_folder.replace(workdir))
     checkpoints = os.path.join(model_dir, "checkpoints")
     start = time.time()
     if train:
         with strategy.scope():
             compile_learner(learner, config)
+            restored = training.Checkpoints(learner, checkpoints)
+            restored.restore()  # raises, before anything is written, unless they read back
+        if chief:  # --eval_only runs don't replace the run's flags
+            with tf.io.gfile.GFile(os.path.join(workdir, run_folder.FLAGS_FILE), "w") as f:
+                f.write(config.to_flags(model_dir=workdir))
+        with strategy.scope():
             training.fit(learner, streams.train, checkpoints, config.steps,
                          config.checkpoint_every, config.eval_every, validation=streams.val,
-                         callbacks=[keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))])
+                         callbacks=[keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))],
+                         restored=restored)
     else:
         training.restore_for_evaluation(learner, checkpoints)
     if not chief:
         return None
     train_seconds = time.time() - start
-    scores, lines = _evaluate(config, learner, streams)
+    bad = training.non_finite(learner.variables)
+    if bad:  # unreachable through fit and restore, which refuse them; exports never hold them
+        raise training.Diverged(f"the learner holds NaN or Inf weights ({len(bad)} "
+                                "variables): nothing is evaluated or exported")
+    scores, score_lines = _evaluate(config, learner, streams)
+    lines += score_lines
     scores["train_seconds"] = round(train_seconds, 1)
     kind = f"{config.dataset}" if config.task == "regression" else f"{config.ways}way"
-    path = os.path.join(workdir, f"test_{kind}_{config.shots}shot.json")
+    stem = f"test_{kind}_{config.shots}shot"
+    path = run_folder.result_path(workdir, stem, config.summary())
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(scores, f, indent=2)
+    if os.path.basename(path) != f"{stem}.json":
+        lines.append(f"wrote {path} ({stem}.json holds an evaluation with other settings)")
     exported = adapted = None
     if config.export_dir:
         exported = export.export_learner(learner, config.export_dir, streams.input_shape,
@@ -134,7 +159,7 @@ def _run(config, workdir, train):
     return Result(scores, path, exported, adapted, tuple(lines))
 
 
-def _prepare(config, workdir, strategy, train):
+def _prepare(config, workdir, strategy, train, overwrite):
     """(learner, EpisodeStreams, adapted support or None): every check on bad input."""
     replicas = strategy.num_replicas_in_sync
     if config.meta_batch_size % replicas:
@@ -144,31 +169,28 @@ def _prepare(config, workdir, strategy, train):
     for path in (workdir, config.export_dir, adapted_dir):
         if path:
             export.check_writable(path)
-    _check_protocol_of_folder(config, workdir)
+    run_folder.check(config, workdir, train, overwrite)  # early: before loading the data
     if not train and not training.has_checkpoint(os.path.join(workdir, "checkpoints")):
         raise ValueError(f"--eval_only needs a trained run in --model_dir={workdir} "
                          "(no checkpoint there)")
     streams = datasets.streams(config)
+    _check_meta_batch_fits(config, streams.input_shape)
     learner = make_learner(config, streams.input_shape)
     support = _adapted_support(config, learner, streams) if config.export_adapted else None
     return learner, streams, support
 
 
-def _check_protocol_of_folder(config, workdir):
-    """Refuses a run folder written before `--protocol` existed under another protocol.
-
-    Such a folder's flags.txt has no --protocol line: its run took tf_meta's settings (the
-    default then), and the settings it does not list (the network, MAML's BatchNorm mode...)
-    would now resolve to the paper's, a different learner on the same checkpoint.
-    """
-    path = os.path.join(workdir, "flags.txt")
-    if config.protocol == "tf_meta" or not tf.io.gfile.exists(path):
-        return
-    with tf.io.gfile.GFile(path) as f:
-        if not any(line.startswith("--protocol=") for line in f):
-            raise ValueError(f"{path} was written before --protocol existed and its run used "
-                             "tf_meta's settings: add --protocol=tf_meta to resume or evaluate "
-                             "it, or choose another --model_dir")
+def _check_meta_batch_fits(config, input_shape):
+    """Refuses a meta-batch whose training images alone, as float32, exceed the machine's
+    memory: a lower bound on what training needs (it segfaulted, rc 139, at 20,000)."""
+    images = config.meta_batch_size * config.train_ways * (config.train_shots +
+                                                           config.train_query_shots)
+    needed = images * math.prod(input_shape) * 4
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise ValueError(f"--meta_batch_size={config.meta_batch_size}: one meta-batch of "
+                         f"training episodes is {images:,} images, {needed / 2**30:.1f} GiB as "
+                         f"float32, more than this machine's {memory / 2**30:.1f} GiB of memory")
 
 
 def _adapted_support(config, learner, streams):

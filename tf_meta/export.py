@@ -345,8 +345,14 @@ def _write_version(learner, serve, signature, base_path, version, metadata):
 
     Raises:
       OSError: one line naming `base_path` and the cause (TensorFlow's file errors too).
-      ValueError: an explicit `version` that already exists.
+      ValueError: an explicit `version` that already exists, or weights holding NaN or
+        Inf (a served model would answer with them: nothing is written).
     """
+    bad = [getattr(v, "path", v.name) for v in learner.variables
+           if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if bad:
+        raise ValueError(f"cannot export to '{base_path}': {len(bad)} variables hold NaN or Inf "
+                         f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
     tmp = None
     try:
         os.makedirs(base_path, exist_ok=True)

@@ -10,7 +10,15 @@ trains to the requested step, giving the same weights as a run never interrupted
 Checkpoints are `tf.train.CheckpointManager` checkpoints: TensorFlow writes the data files
 first and then replaces the `checkpoint` index file atomically, so a kill mid-write leaves
 the previous checkpoint as the latest. If the newest one is unreadable anyway (a damaged
-disk, a copy cut short), the previous one is used.
+disk, a copy cut short), the previous one is used; if the index itself is damaged, the
+checkpoint files it named are found on disk (and left there: the manager, which no longer
+knows them, deletes only the checkpoints it writes from then on). Checkpoint files none of
+which reads back stop the run (never a silent restart at step 0 over them), and a checkpoint
+whose variables have other shapes than the learner's is an error, never a partial restore.
+
+Only finite weights are checkpointed: a non-finite weight (NaN or Inf, which a finite loss
+can hide: ReLU(NaN) = 0) stops training like a non-finite loss, and evaluation refuses a
+checkpoint holding one.
 """
 
 import math
@@ -22,7 +30,7 @@ from absl import logging
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or Inf; the last good checkpoint is kept."""
+    """The training loss or a weight became NaN or Inf; the last good checkpoint is kept."""
 
 
 class Checkpoints:
@@ -50,40 +58,73 @@ class Checkpoints:
         return int(self.learner.optimizer.iterations.numpy())
 
     def restore(self):
-        """Restores the newest readable checkpoint; returns its step (0 if there is none)."""
-        return self.step if _restore_newest(self.checkpoint, self.manager.checkpoints) else 0
+        """Restores the newest readable checkpoint; returns its step (0 if there is none).
+
+        Raises:
+          ValueError: checkpoint files exist but none reads back, or they do not fit.
+        """
+        directory = self.manager.directory
+        paths = _checkpoint_paths(directory, self.manager.checkpoints)
+        if not paths:
+            return 0
+        restored = _restore_newest(self.checkpoint, paths, self.learner.variables)
+        if restored is None:
+            raise ValueError(f"no checkpoint in {directory} reads back (newest: {paths[-1]}): "
+                             "nothing was trained over them; move them away to start afresh")
+        return self.step
 
     def save(self):
-        """Writes a checkpoint numbered by the current step; returns its path."""
-        return self.manager.save(checkpoint_number=self.step)
+        """Writes a checkpoint numbered by the current step; returns its path.
+
+        Raises:
+          OSError: one line, when the file system refuses (disk full, read-only); the
+            previous checkpoints stay as they were (the index is replaced last).
+        """
+        try:
+            return self.manager.save(checkpoint_number=self.step)
+        except (OSError, tf.errors.OpError) as e:
+            cause = (getattr(e, "message", None) or str(e)).splitlines()[0]
+            raise OSError(f"cannot write a checkpoint in {self.manager.directory}: "
+                          f"{cause}") from None
 
 
 class CheckpointEvery(keras.callbacks.Callback):
-    """Saves `checkpoints` at every epoch end, unless the loss has become NaN or Inf.
+    """Saves `checkpoints` at every epoch end, unless the loss or a weight is NaN or Inf.
 
-    A non-finite loss stops training at the end of that batch; the epoch's checkpoint is
-    then skipped, so the newest checkpoint is the last good one, and `diverged_at` holds
-    the step at which the loss was first non-finite.
+    A non-finite loss stops training at the end of that batch; non-finite weights (checked
+    before every save) stop it at the end of the epoch. That epoch's checkpoint is then
+    skipped, so the newest checkpoint is the last good one; `diverged_at` holds the step
+    and `diverged` what was found.
     """
 
     def __init__(self, checkpoints):
         super().__init__()
         self.checkpoints = checkpoints
         self.diverged_at = None
+        self.diverged = None
+
+    def _stop(self, what):
+        if self.diverged_at is None:
+            self.diverged_at, self.diverged = self.checkpoints.step, what
+            self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.diverged_at is None:
-            self.diverged_at = self.checkpoints.step
-            self.model.stop_training = True
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop("the training loss became NaN or Inf")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.diverged_at is None:
-            self.checkpoints.save()
+            bad = non_finite(self.checkpoints.learner.variables)
+            if bad:
+                self._stop(f"weights became NaN or Inf ({_names(bad)}) while the loss stayed "
+                           "finite")
+            else:
+                self.checkpoints.save()
 
 
 def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
-        validation=None, callbacks=()):
+        validation=None, callbacks=(), restored=None):
     """Meta-trains `learner` to `steps` optimizer steps, resuming from `directory`.
 
     Args:
@@ -96,6 +137,8 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
       eval_every: steps between validation runs (on `validation`, if given).
       validation: optional tf.data.Dataset of validation meta-batches.
       callbacks: more Keras callbacks (TensorBoard, ...).
+      restored: the `Checkpoints` of `directory`, already restored (a caller that must know
+        the checkpoints read back before it writes anything); None: restored here.
 
     Returns:
       The step training started from (0 for a fresh run).
@@ -104,8 +147,8 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
       Diverged: the loss became NaN or Inf; the newest checkpoint is the last good one.
     """
     check_schedule(steps, eval_every, checkpoint_every)
-    checkpoints = Checkpoints(learner, directory)
-    start = checkpoints.restore()
+    checkpoints = restored or Checkpoints(learner, directory)
+    start = checkpoints.step if restored else checkpoints.restore()
     if start % checkpoint_every:
         raise ValueError(f"the checkpoint in {directory} is at step {start}, not a multiple of "
                          f"--checkpoint_every={checkpoint_every}: resume with the run's flags")
@@ -119,9 +162,21 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
         last = checkpoints.manager.latest_checkpoint
         kept = (f"the last good checkpoint (step {_step_of(last)}) is kept in {directory}"
                 if last else "no checkpoint had been written")
-        raise Diverged(f"the training loss became NaN or Inf at step {guard.diverged_at}; "
-                       f"training stopped, {kept}")
+        raise Diverged(f"{guard.diverged} at step {guard.diverged_at}; training stopped, "
+                       f"{kept}")
     return start
+
+
+def non_finite(variables):
+    """The floating-point variables among `variables` holding a NaN or Inf."""
+    return [v for v in variables if tf.as_dtype(v.dtype).is_floating
+            and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+
+
+def _names(variables, shown=3):
+    names = [getattr(v, "path", v.name) for v in variables]  # Keras 3 variables: .path
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _step_of(path):
@@ -140,13 +195,54 @@ def _learner_objects(learner):
     return dict(model=learner, variables=list(learner.variables))
 
 
-def _restore_newest(checkpoint, paths):
-    """Restores the newest of `paths` that reads back whole; returns it (None if none does)."""
+def _checkpoint_paths(directory, indexed):
+    """The checkpoints of `directory`, oldest first: those its index names, else (a damaged
+    or missing index) those whose files are on disk."""
+    found = [p[:-len(".index")] for p in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index"))]
+    if set(indexed) >= set(found):
+        return list(indexed)
+    return sorted(set(indexed) | set(found), key=_step_of)
+
+
+def _check_fits(path, variables):
+    """Raises ValueError if checkpoint `path` holds a learner variable of another shape.
+
+    Variables are saved by index (`_learner_objects`); a checkpoint of another learner
+    (other ways, another algorithm) would otherwise restore in part.
+    """
+    saved = dict(tf.train.list_variables(path))
+    for i, variable in enumerate(variables):
+        shape = saved.get(f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+        if shape is not None and list(shape) != variable.shape.as_list():
+            raise ValueError(f"checkpoint {path} does not fit this learner: variable {i} "
+                             f"({_names([variable])}) is {list(shape)} there and "
+                             f"{variable.shape.as_list()} here; it was trained with other "
+                             "settings")
+    indexed = sum(1 for key in saved if key.startswith("variables/"))
+    if indexed and indexed != len(variables):
+        raise ValueError(f"checkpoint {path} does not fit this learner: it holds {indexed} "
+                         f"variables, the learner {len(variables)}; it was trained with other "
+                         "settings")
+
+
+def _restore_newest(checkpoint, paths, variables):
+    """Restores the newest of `paths` that reads back whole; returns it (None if none does).
+
+    Raises:
+      ValueError: a readable checkpoint does not fit `variables` (`_check_fits`).
+    """
     for path in reversed(paths):
+        try:
+            tf.train.list_variables(path)
+        except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
+            logging.warning("checkpoint %s is unreadable (%s); trying an older one",
+                            path, str(e).splitlines()[0])
+            continue
+        _check_fits(path, variables)
         try:
             checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
             return path
-        except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
+        except Exception as e:  # noqa: BLE001 - as above
             logging.warning("checkpoint %s is unreadable (%s); trying an older one",
                             path, str(e).splitlines()[0])
     return None
@@ -175,18 +271,29 @@ def restore_for_evaluation(learner, directory):
     Raises:
       ValueError: there is no checkpoint in `directory`.
     """
-    if not tf.train.latest_checkpoint(directory) and os.path.isfile(_legacy_weights(directory)):
+    if not latest_step(directory) and os.path.isfile(_legacy_weights(directory)):
         learner.load_weights(_legacy_weights(directory))
         return None
     checkpoint = tf.train.Checkpoint(**_learner_objects(learner))
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
-    path = _restore_newest(checkpoint, manager.checkpoints)
-    if path:
-        return _step_of(path)
-    raise ValueError(f"no readable checkpoint in {directory}: train first (without --eval_only)")
+    path = _restore_newest(checkpoint, _checkpoint_paths(directory, manager.checkpoints),
+                           learner.variables)
+    if not path:
+        raise ValueError(f"no readable checkpoint in {directory}: train first (without "
+                         "--eval_only)")
+    bad = non_finite(learner.variables)
+    if bad:
+        raise ValueError(f"checkpoint {path} holds NaN or Inf weights ({_names(bad)}): "
+                         "nothing is evaluated or exported from it")
+    return _step_of(path)
 
 
 def has_checkpoint(directory):
     """Whether `directory` holds a checkpoint `restore_for_evaluation` can try."""
-    return bool(tf.train.latest_checkpoint(directory)
-                or os.path.isfile(_legacy_weights(directory)))
+    return bool(latest_step(directory) or os.path.isfile(_legacy_weights(directory)))
+
+
+def latest_step(directory):
+    """The step of the newest checkpoint file in `directory` (0: none), index or not."""
+    paths = _checkpoint_paths(directory, [])
+    return _step_of(paths[-1]) if paths else 0
