@@ -7,6 +7,7 @@ or scored and exported NaN weights, all with exit 0.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,11 +33,20 @@ def snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.fixture
-def trained(tmp_path):
-    """A finished tiny ProtoNet run in tmp_path/run; returns (folder, its files)."""
-    folder = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny ProtoNet run, trained once for the module."""
+    folder = tmp_path_factory.mktemp("finished") / "run"
     experiment.train_and_evaluate(tiny(), str(folder))
+    return folder
+
+
+@pytest.fixture
+def trained(finished_run, tmp_path):
+    """A copy of the finished run in tmp_path/run (its flags.txt names the original folder,
+    as a run folder copied by hand does); returns (folder, its files)."""
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
     return folder, snapshot(folder)
 
 
