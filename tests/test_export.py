@@ -72,12 +72,15 @@ def serve(model_dir, body, tmp_path):
     return json.loads(result.stdout)["outputs"]
 
 
-def in_memory(learner, body):
+def in_memory(learner, body, transductive=False):
+    """The in-memory answer the export serves: each query on its own, or the learner's test."""
     inputs = body["inputs"]
     episode = Episode(tf.constant(inputs["support_images"], tf.float32),
                       tf.constant(inputs["support_labels"], tf.int32),
                       tf.constant(inputs["query_images"], tf.float32), tf.zeros([0], tf.int32))
-    return learner.query_logits(episode, training=False).numpy()
+    if transductive:
+        return learner.query_logits(episode, training=False).numpy()
+    return learner.independent_query_logits(episode).numpy()
 
 
 def assert_same_logits(actual, expected, learner):
@@ -105,6 +108,39 @@ def test_round_trip_without_tf_meta_answers_the_readme_request(learner, exported
     np.testing.assert_allclose(outputs["probabilities"], learner.probabilities(served),
                                atol=1e-6)
     assert outputs["classes"] == np.argmax(served, axis=-1).tolist()
+
+
+def test_one_odd_query_never_changes_the_answers_to_the_others(learner, exported, tmp_path):
+    """Served by default, each query is answered on its own: a bright blot (pixels 255, in
+    range) among the queries leaves every other answer as it was, for every algorithm."""
+    body = json.loads(REQUEST.read_text())
+    queries = body["inputs"]["query_images"]
+    blotted = dict(body["inputs"], query_images=[np.full_like(queries[0], 255.0).tolist(),
+                                                 *queries[1:]])
+    before = serve_in_process(exported, body)
+    after = serve_in_process(exported, {"inputs": blotted})
+    np.testing.assert_allclose(after[1:], before[1:], rtol=1e-5, atol=1e-5)
+    meta = json.loads(open(os.path.join(exported, "assets.extra", "tf_meta.json")).read())
+    assert meta["queries"] == "each on its own"
+
+
+def test_a_transductive_export_serves_the_learner_s_own_test(learner, tmp_path):
+    """Opt-in: the papers' transductive test (MAML, Reptile, RelationNet: all queries one
+    BatchNorm batch, so the blot then does move the other answers)."""
+    path = export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1),
+                                 transductive=True)
+    body = json.loads(REQUEST.read_text())
+    assert_same_logits(serve_in_process(path, body),
+                       in_memory(learner, body, transductive=True), learner)
+
+
+def serve_in_process(path, body):
+    """serving_default's logits for a REST body's inputs, loaded in this process."""
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    inputs = body["inputs"]
+    return served(support_images=tf.constant(inputs["support_images"], tf.float32),
+                  support_labels=tf.constant(inputs["support_labels"], tf.int32),
+                  query_images=tf.constant(inputs["query_images"], tf.float32))["logits"].numpy()
 
 
 def test_one_export_answers_any_ways_and_shots(learner, exported, tmp_path):
@@ -140,7 +176,7 @@ def test_the_adapted_learner_exports_as_a_plain_classifier(adaptive, tmp_path):
     outputs = serve(path, {"inputs": {"images": inputs["query_images"]}}, tmp_path)
     query_x = tf.constant(inputs["query_images"], tf.float32)
     fast = learner.adapt(support_x, support_y, training=False)
-    logits = learner.score(fast, Episode(support_x, support_y, query_x, None), training=False)
+    logits = learner.independent_score(fast, Episode(support_x, support_y, query_x, None))
     np.testing.assert_allclose(outputs["probabilities"], learner.probabilities(logits),
                                atol=1e-4)
     assert outputs["classes"] == np.argmax(logits, axis=-1).tolist()
@@ -178,8 +214,9 @@ def test_versions_are_integers_and_metadata_is_kept(learner, tmp_path):
     assert sorted(os.listdir(base)) == ["1", "2"]
     meta = json.loads((base / "1" / "assets.extra" / "tf_meta.json").read_text())
     head = min(learner.max_ways or 100, 100)
-    assert meta == {"algo": "x", "request_bounds": {"max_support": 1000, "max_queries": 1000,
-                                                    "max_ways": head}}
+    assert meta == {"algo": "x", "queries": "each on its own",
+                    "request_bounds": {"max_support": 1000, "max_queries": 1000,
+                                       "max_ways": head}}
 
 
 def test_a_failed_export_leaves_no_version_folder(learner, tmp_path, monkeypatch):
@@ -200,7 +237,8 @@ def test_request_bounds_are_set_at_export_recorded_and_enforced(tmp_path):
     path = export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1), max_support=6,
                                  max_queries=4, max_ways=3)
     meta = json.loads(open(os.path.join(path, "assets.extra", "tf_meta.json")).read())
-    assert meta == {"request_bounds": {"max_support": 6, "max_queries": 4, "max_ways": 3}}
+    assert meta == {"queries": "each on its own",
+                    "request_bounds": {"max_support": 6, "max_queries": 4, "max_ways": 3}}
     signature = tf.saved_model.load(path).signatures["serving_default"]
     rng = np.random.default_rng(0)
 

@@ -123,6 +123,11 @@ class RunConfig:
                                              "one support set (a folder of class folders, or "
                                              "'test_episode') as a plain classifier to "
                                              "<export_dir>_adapted")
+    serve_transductive: bool = _setting(False, bool, "the exports answer a request's queries "
+                                        "as the test does (MAML, Reptile, RelationNet: one "
+                                        "BatchNorm batch, the papers' tests, so one query moves "
+                                        "the others' answers); by default each query is "
+                                        "answered on its own")
     strategy: str = _setting("default", str, "tf.distribute strategy: the meta-batch's tasks "
                              "split across replicas, meta-gradients all-reduced (multi_worker: "
                              "workers from TF_CONFIG; README, Distributed)",

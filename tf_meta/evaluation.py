@@ -28,18 +28,20 @@ def confidence_interval(values, z=1.96):
     return float(values.mean()), float(z * values.std(ddof=1) / math.sqrt(values.size))
 
 
-def evaluate_episodes(learner, dataset, verbose=1):
+def evaluate_episodes(learner, dataset, verbose=1, each_on_its_own=False):
     """Accuracy (MSE for regression) of `learner` on every episode of a finite episode dataset.
 
     Args:
       learner: MetaLearner.
       dataset: finite tf.data.Dataset of batched Episodes.
       verbose: 1 shows a Keras progress bar.
+      each_on_its_own: score the answers a default export serves, each query on its own
+        (`MetaLearner.independent_query_logits`), instead of the test's.
 
     Returns:
       dict: accuracy (or mse) mean, ci95 (half-width), episodes (count), plain numbers.
     """
-    step = tf.function(learner.episode_scores)
+    step = tf.function(lambda episodes: learner.episode_scores(episodes, each_on_its_own))
     total = int(dataset.cardinality())
     bar = keras.utils.Progbar(total if total > 0 else None, verbose=verbose,
                               unit_name="meta-batch")

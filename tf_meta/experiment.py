@@ -146,12 +146,14 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
     exported = adapted = None
     if config.export_dir:
         exported = export.export_learner(learner, config.export_dir, streams.input_shape,
-                                         metadata={"algo": config.algo, "test": scores})
+                                         metadata={"algo": config.algo, "test": scores},
+                                         transductive=config.serve_transductive)
         lines.append(f"exported SavedModel to {exported}")
     if support is not None:
         adapted = export.export_adapted(learner, *support, config.export_dir + "_adapted",
                                         metadata={"algo": config.algo,
-                                                  "support": config.export_adapted})
+                                                  "support": config.export_adapted},
+                                        transductive=config.serve_transductive)
         lines.append(f"exported the adapted learner to {adapted}")
     return Result(scores, path, exported, adapted, tuple(lines))
 
@@ -213,6 +215,11 @@ def _evaluate(config, learner, streams):
         score = (f"accuracy {config.ways}-way {config.shots}-shot: "
                  f"{100 * scores['accuracy']:.2f} ± {100 * scores['ci95']:.2f}%")
     lines = [f"test {score} (95% CI, {scores['episodes']} episodes)"]
+    if learner.answers_queries_together() and not config.serve_transductive:
+        served = evaluation.evaluate_episodes(learner, streams.test, each_on_its_own=True)
+        scores["served_accuracy"] = {k: served[k] for k in ("accuracy", "ci95")}
+        lines.append(f"served, each query on its own: {100 * served['accuracy']:.2f} ± "
+                     f"{100 * served['ci95']:.2f}% (the test's answers: --serve_transductive)")
     for name in learner.EXTRA_METRICS:
         metric = evaluation.EXTRA_METRICS[name]
         try:

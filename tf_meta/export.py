@@ -178,13 +178,20 @@ def request_bounds(learner, max_support=MAX_SUPPORT, max_queries=MAX_QUERIES,
 
 
 def serving_outputs(learner, support_images, support_labels, query_images, input_shape,
-                    bounds=None):
-    """The `serving_default` computation of a classifier: logits, probabilities, classes."""
+                    bounds=None, transductive=False):
+    """The `serving_default` computation of a classifier: logits, probabilities, classes.
+
+    Each query is answered on its own (`learner.independent_query_logits`) unless
+    `transductive`: then the learner's own test (`query_logits`), which for MAML, Reptile
+    and Relation Networks normalises all queries of the request as one BatchNorm batch.
+    """
     support_images, support_labels, query_images = check_request(
         support_images, support_labels, query_images, input_shape, learner.max_ways, bounds)
     query_y = tf.zeros(tf.shape(query_images)[:1], tf.int32)  # unread by query_logits
     episode = Episode(support_images, support_labels, query_images, query_y)
-    return learner.outputs(learner.query_logits(episode, training=False))
+    if transductive:
+        return learner.outputs(learner.query_logits(episode, training=False))
+    return learner.outputs(learner.independent_query_logits(episode))
 
 
 class Inputs(NamedTuple):
@@ -227,7 +234,8 @@ def request_body(support_images, support_labels, query_images):
 
 
 def export_learner(learner, base_path, input_shape, version=None, metadata=None,
-                   max_support=MAX_SUPPORT, max_queries=MAX_QUERIES, max_ways=MAX_WAYS):
+                   max_support=MAX_SUPPORT, max_queries=MAX_QUERIES, max_ways=MAX_WAYS,
+                   transductive=False):
     """Writes `learner` as a TF Serving model version with the episode signature.
 
     Args:
@@ -240,6 +248,10 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None,
       max_support, max_queries, max_ways: the largest request served: support images,
         query images, classes (at most the head's). A larger request is refused in the
         graph, before it costs memory. Classification only: a regression request is points.
+      transductive: serve the learner's own test, in which MAML, Reptile and Relation
+        Networks normalise a request's queries as one BatchNorm batch (the papers' tests:
+        one query then moves the answers to the others). Default: each query is answered
+        on its own (`serving_outputs`). Recorded in tf_meta.json as "queries".
 
     Returns:
       Path of the written version folder.
@@ -249,29 +261,34 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None,
         is left behind.
     """
     bounds = None
+    metadata = {**(metadata or {}),
+                "queries": "one batch (transductive)" if transductive else "each on its own"}
     if not learner.regression:
         bounds = request_bounds(learner, max_support, max_queries, max_ways)
-        metadata = {**(metadata or {}), "request_bounds": bounds}
+        metadata["request_bounds"] = bounds
 
     def serve(support, labels, query):
         if learner.regression:  # targets, not labels: no class checks apply
-            return learner.outputs(learner.query_logits(Episode(support, labels, query, None),
-                                                        training=False))
-        return serving_outputs(learner, support, labels, query, input_shape, bounds)
+            episode = Episode(support, labels, query, None)
+            return learner.outputs(learner.query_logits(episode, training=False) if transductive
+                                   else learner.independent_query_logits(episode))
+        return serving_outputs(learner, support, labels, query, input_shape, bounds,
+                               transductive)
 
     signature = INPUTS[learner.task].signature(input_shape)
     return _write_version(learner, serve, signature, base_path, version, metadata)
 
 
 def export_adapted(learner, support_images, support_labels, base_path, version=None,
-                   metadata=None, max_queries=MAX_QUERIES):
+                   metadata=None, max_queries=MAX_QUERIES, transductive=False):
     """Writes the learner adapted to one support set as a plain classifier model version.
 
     MAML/FOMAML/Reptile run their test-time inner loop once, here; the export holds the
     adapted weights (and the support set, which BatchNorm's batch statistics may use), and
     its `serving_default` signature is
       images [n, *input_shape] float32 pixels -> probabilities [n, ways], classes [n] int32,
-    answering exactly what `learner.score(adapted weights, episode)` answers in memory.
+    answering exactly what `learner.independent_score(adapted weights, episode)`
+    answers in memory (`score` with `transductive=True`).
 
     Args:
       learner: a built learner that adapts at test time (declares ADAPTS: has `adapt` and
@@ -280,6 +297,8 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
       base_path, version, metadata: as in export_learner.
       max_queries: the most images one request may hold (classification; recorded in
         tf_meta.json as "request_bounds").
+      transductive: as in export_learner: by default each image is answered on its own
+        (`learner.independent_score`), else all images of a request as the test's batch.
 
     Returns:
       Path of the written version folder.
@@ -295,9 +314,11 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
     fast = [tf.constant(w) for w in learner.adapt(support_images, support_labels,
                                                    training=False)]
     bounds = None
+    metadata = {**(metadata or {}),
+                "queries": "one batch (transductive)" if transductive else "each on its own"}
     if not learner.regression:  # points, not images: a curve may be asked at many
         bounds = {"max_queries": request_bounds(learner, max_queries=max_queries)["max_queries"]}
-        metadata = {**(metadata or {}), "request_bounds": bounds}
+        metadata["request_bounds"] = bounds
 
     def serve(images):
         images = tf.ensure_shape(images, [None, *support_images.shape[1:]])  # see check_request
@@ -308,7 +329,9 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
         with tf.control_dependencies(checks):
             images = tf.identity(images)
         episode = Episode(support_images, support_labels, images, None)
-        outputs = learner.outputs(learner.score(fast, episode, training=False))
+        logits = (learner.score(fast, episode, training=False) if transductive
+                  else learner.independent_score(fast, episode))
+        outputs = learner.outputs(logits)
         outputs.pop("logits", None)  # the adapted export answers probabilities and classes
         return outputs
 

@@ -1,8 +1,10 @@
 """FastWeightLearner: the base of learners that adapt a classifier to each support set."""
 
+import keras
 import tensorflow as tf
 
 from tf_meta import backbones
+from tf_meta.algorithms import fast_weights
 from tf_meta.algorithms.base import MetaLearner
 from tf_meta.episode import num_ways
 
@@ -45,6 +47,37 @@ class FastWeightLearner(MetaLearner):
     def query_logits(self, episode, training):
         fast = self.adapt(episode.support_x, episode.support_y, training)
         return self.score(fast, episode, training)
+
+    def independent_query_logits(self, episode):
+        fast = self.adapt(episode.support_x, episode.support_y, training=False)
+        return self.independent_score(fast, episode)
+
+    def independent_score(self, fast, episode):
+        """`score` at test with no query seeing another: under a transductive test (the
+        queries one BatchNorm batch) each query is scored in a batch with the support set
+        alone, supervised-reptile's non-transductive test; otherwise `score` itself."""
+        if not self.answers_queries_together():
+            return self.score(fast, episode, training=False)
+        return self.score_each_with_support(fast, episode)
+
+    def answers_queries_together(self):
+        return self.transductive and self._has_batchnorm()
+
+    def score_each_with_support(self, fast, episode):
+        """Query logits [Q, ways], each query's BatchNorm statistics from the support set and
+        that query alone (one forward pass of S + 1 images per query)."""
+        def one_query(query):
+            batch = tf.concat([episode.support_x, query[None]], axis=0)
+            outputs, _ = fast_weights.forward(self.backbone, fast, batch, True)
+            return outputs[-1]
+
+        outputs = tf.map_fn(one_query, episode.query_x,
+                            fn_output_signature=tf.TensorSpec(self.backbone.output_shape[1:]))
+        return self.head(outputs, self.episode_ways(episode.support_y))
+
+    def _has_batchnorm(self):
+        return any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in backbones.nested_layers(self.backbone))
 
     def support_loss(self, support_y):
         """The inner loop's loss (y, backbone outputs) -> scalar, over the episode's ways."""

@@ -108,6 +108,23 @@ class MetaLearner(keras.Model):
         """Query logits [Q, ways] float32 for one unbatched Episode."""
         raise NotImplementedError
 
+    def independent_query_logits(self, episode):
+        """Test-time query logits [Q, ways] whose row q depends on the support set and query q
+        alone: what an export serves by default, so one client's odd query never changes the
+        answer to another (`export.export_learner`).
+
+        This is `query_logits` for learners whose test already scores each query on its own;
+        learners whose transductive test normalises the queries as one BatchNorm batch (the
+        papers' tests of MAML, Reptile, Relation Networks) override it.
+        """
+        return self.query_logits(episode, training=False)
+
+    def answers_queries_together(self):
+        """Whether the test answers a query differently beside other queries (a transductive
+        BatchNorm batch): then `independent_query_logits` is another answer, and the run
+        reports its accuracy too (the default export serves it)."""
+        return False
+
     def probabilities(self, logits):
         """Class probabilities [..., Q, N] from query logits: their softmax."""
         return tf.nn.softmax(logits, axis=-1)
@@ -165,9 +182,14 @@ class MetaLearner(keras.Model):
     def predict_step(self, episodes):
         return self.batch_logits(episodes, training=False)
 
-    def episode_scores(self, episodes):
-        """Per-episode query accuracy (MSE for regression) [B] float32 with training=False."""
-        logits = self.batch_logits(episodes, training=False)
+    def episode_scores(self, episodes, each_on_its_own=False):
+        """Per-episode query accuracy (MSE for regression) [B] float32 with training=False:
+        of the test's answers, or of the served default's (`independent_query_logits`)."""
+        if each_on_its_own:
+            logits = tf.map_fn(lambda e: self.independent_query_logits(Episode(*e)),
+                               tuple(episodes), fn_output_signature=LOGITS_SPEC)
+        else:
+            logits = self.batch_logits(episodes, training=False)
         if self.regression:
             return self.query_loss(episodes.query_y, logits)
         hits = tf.equal(self.outputs(logits)["classes"], tf.cast(episodes.query_y, tf.int32))

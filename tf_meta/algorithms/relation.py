@@ -144,15 +144,30 @@ class RelationNet(BatchedLearner):
         return tf.map_fn(lambda e: self._scores(Episode(*(t[None] for t in e)), training)[0],
                          tuple(episodes), fn_output_signature=LOGITS_SPEC)
 
-    def _scores(self, episodes, training):
+    def independent_query_logits(self, episode):
+        """Relation scores [Q, N] with the moving statistics (the `--notransductive` test):
+        at a transductive test the queries are one BatchNorm batch, so one odd query would
+        move every other score."""
+        episodes = Episode(*(None if t is None else t[None] for t in episode))
+        return self._scores(episodes, training=False, transductive=False)[0]
+
+    def answers_queries_together(self):
+        return self.transductive
+
+    def _scores(self, episodes, training, transductive=None):
         """Relation scores [B, Q, N], every network run once over the meta-batch."""
-        support = self._features(self.backbone, _flat(episodes.support_x), training)  # [B*S, *F]
-        query = self._features(self.backbone, _flat(episodes.query_x), training)
+        transductive = self.transductive if transductive is None else transductive
+
+        def features(model, inputs):
+            return self._features(model, inputs, training, transductive)
+
+        support = features(self.backbone, _flat(episodes.support_x))  # [B*S, *F]
+        query = features(self.backbone, _flat(episodes.query_x))
         batch = tf.shape(episodes.support_x)[0]
         support = tf.reshape(support, [batch, -1, *support.shape[1:]])
         query = tf.reshape(query, [batch, -1, *query.shape[1:]])
         classes = class_features(support, episodes.support_y, num_ways(episodes.support_y))
-        return self._features(self.relation, (classes, query), training)
+        return features(self.relation, (classes, query))
 
     def probabilities(self, logits):
         """Relation scores normalised per query: [..., Q, N] in [0, 1], each row summing to 1.
@@ -181,10 +196,10 @@ class RelationNet(BatchedLearner):
                 grads[i] = g
         return grads
 
-    def _features(self, model, inputs, training):
+    def _features(self, model, inputs, training, transductive):
         """model(*inputs), BatchNorm per the policy above; moving statistics kept at test."""
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-        if training or not self.transductive:
+        if training or not transductive:
             return model(*inputs, training=training)
         outputs, _ = model.stateless_call(model.trainable_variables,
                                           model.non_trainable_variables, *inputs, training=True)

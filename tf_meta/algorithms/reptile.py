@@ -95,19 +95,10 @@ class Reptile(FastWeightLearner):
     def score(self, fast, episode, training):
         """Query logits [Q, ways] with weights `fast`, BatchNorm on batch statistics."""
         del training  # batch statistics either way
-        ways = self.episode_ways(episode.support_y)
-        if self.transductive:
-            outputs, _ = fast_weights.forward(self.backbone, fast, episode.query_x, True)
-            return self.head(outputs, ways)
-
-        def one_query(query):  # the support set plus this query alone
-            batch = tf.concat([episode.support_x, query[None]], axis=0)
-            outputs, _ = fast_weights.forward(self.backbone, fast, batch, True)
-            return outputs[-1]
-
-        outputs = tf.map_fn(one_query, episode.query_x,
-                            fn_output_signature=tf.TensorSpec(self.backbone.output_shape[1:]))
-        return self.head(outputs, ways)
+        if not self.transductive:  # the support set plus this query alone
+            return self.score_each_with_support(fast, episode)
+        outputs, _ = fast_weights.forward(self.backbone, fast, episode.query_x, True)
+        return self.head(outputs, self.episode_ways(episode.support_y))
 
     def batch_logits(self, episodes, training):
         return self._map_tasks(episodes, training)[0]
