@@ -217,3 +217,17 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_checkpoints(t
     assert str(raised.value) == (f"cannot write a checkpoint in {folder / 'checkpoints'}: No "
                                  "space left on device")
     assert snapshot(folder / "checkpoints") == checkpoints
+
+
+def test_a_full_disk_while_writing_the_result_is_one_line(trained, monkeypatch):
+    folder, before = trained
+
+    def full(self, text):
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(tf.io.gfile.GFile, "write", full)
+    with pytest.raises(OSError) as raised:
+        experiment.evaluate(tiny(query_shots=3), str(folder))
+    assert str(raised.value) == (f"cannot write {folder / 'test_3way_1shot-2.json'}: No space "
+                                 "left on device")
+    assert snapshot(folder) == before  # nothing half-written

@@ -121,8 +121,7 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
             restored = training.Checkpoints(learner, checkpoints)
             restored.restore()  # raises, before anything is written, unless they read back
         if chief:  # --eval_only runs don't replace the run's flags
-            with tf.io.gfile.GFile(os.path.join(workdir, run_folder.FLAGS_FILE), "w") as f:
-                f.write(config.to_flags(model_dir=workdir))
+            _write(os.path.join(workdir, run_folder.FLAGS_FILE), config.to_flags(model_dir=workdir))
         with strategy.scope():
             training.fit(learner, streams.train, checkpoints, config.steps,
                          config.checkpoint_every, config.eval_every, validation=streams.val,
@@ -139,8 +138,7 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
     kind = f"{config.dataset}" if config.task == "regression" else f"{config.ways}way"
     stem = f"test_{kind}_{config.shots}shot"
     path = run_folder.result_path(workdir, stem, config.summary())
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(scores, f, indent=2)
+    _write(path, json.dumps(scores, indent=2))
     if os.path.basename(path) != f"{stem}.json":
         lines.append(f"wrote {path} ({stem}.json holds an evaluation with other settings)")
     exported = adapted = None
@@ -156,6 +154,21 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
                                         transductive=config.serve_transductive)
         lines.append(f"exported the adapted learner to {adapted}")
     return Result(scores, path, exported, adapted, tuple(lines))
+
+
+def _write(path, text):
+    """Writes `text` to `path` whole or not at all (a temporary file renamed over it); a
+    file-system refusal (disk full, read-only) is one OSError line naming the file."""
+    temporary = path + ".partial"
+    try:
+        with tf.io.gfile.GFile(temporary, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(temporary, path, overwrite=True)
+    except (OSError, tf.errors.OpError) as e:
+        if tf.io.gfile.exists(temporary):
+            tf.io.gfile.remove(temporary)
+        cause = (getattr(e, "message", None) or str(e)).splitlines()[0]
+        raise OSError(f"cannot write {path}: {cause}") from None
 
 
 def _prepare(config, workdir, strategy, train, overwrite):
