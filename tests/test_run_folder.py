@@ -195,12 +195,16 @@ def test_run_folder_lock_is_exclusive_within_a_process_too(tmp_path):
 
 
 def test_a_meta_batch_that_cannot_fit_in_memory_is_refused_before_building(tmp_path):
-    """(ProtoNet at --meta_batch_size=20000 segfaulted, rc 139, on this 24 GiB machine.)"""
+    """ProtoNet at --meta_batch_size=20000 (60-way, 1 + 5 images a class) segfaulted, rc 139,
+    on this 24 GiB machine: 7.2 million images, at least 31.5 GiB."""
     with pytest.raises(ValueError, match="--meta_batch_size=10000000: one meta-batch of "
-                       "training episodes is 300,000,000 images, .* GiB as float32, more than "
-                       "this machine's"):
+                       "training episodes is 300,000,000 images, which need at least .* GiB "
+                       r"\(in use, prefetched and as the float32 input\), more than this "
+                       "machine's"):
         experiment.train_and_evaluate(tiny(meta_batch_size=10**7), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+    images = 20000 * 60 * (1 + 5)
+    assert images * 28 * 28 * experiment.BYTES_PER_PIXEL / 2**30 > 24  # the reported case
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_checkpoints(trained,

@@ -192,17 +192,23 @@ def _prepare(config, workdir, strategy, train, overwrite):
     return learner, streams, support
 
 
+# What one training pixel costs at the least: the meta-batch in use and the one tf.data
+# prefetches (>= 1 byte a pixel each: uint8 images), and the learner's float32 input.
+BYTES_PER_PIXEL = 2 * 1 + 4
+
+
 def _check_meta_batch_fits(config, input_shape):
-    """Refuses a meta-batch whose training images alone, as float32, exceed the machine's
-    memory: a lower bound on what training needs (it segfaulted, rc 139, at 20,000)."""
+    """Refuses a meta-batch whose training images alone exceed the machine's memory: a lower
+    bound on what training needs (ProtoNet's 20,000 segfaulted, rc 139, on 24 GiB)."""
     images = config.meta_batch_size * config.train_ways * (config.train_shots +
                                                            config.train_query_shots)
-    needed = images * math.prod(input_shape) * 4
+    needed = images * math.prod(input_shape) * BYTES_PER_PIXEL
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > memory:
         raise ValueError(f"--meta_batch_size={config.meta_batch_size}: one meta-batch of "
-                         f"training episodes is {images:,} images, {needed / 2**30:.1f} GiB as "
-                         f"float32, more than this machine's {memory / 2**30:.1f} GiB of memory")
+                         f"training episodes is {images:,} images, which need at least "
+                         f"{needed / 2**30:.1f} GiB (in use, prefetched and as the float32 "
+                         f"input), more than this machine's {memory / 2**30:.1f} GiB of memory")
 
 
 def _adapted_support(config, learner, streams):
