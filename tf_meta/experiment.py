@@ -167,8 +167,7 @@ def _write(path, text):
     except (OSError, tf.errors.OpError) as e:
         if tf.io.gfile.exists(temporary):
             tf.io.gfile.remove(temporary)
-        cause = (getattr(e, "message", None) or str(e)).splitlines()[0]
-        raise OSError(f"cannot write {path}: {cause}") from None
+        raise OSError(f"cannot write {path}: {training.error_cause(e)}") from None
 
 
 def _prepare(config, workdir, strategy, train, overwrite):

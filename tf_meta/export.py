@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_meta import training
 from tf_meta.episode import Episode, num_ways
 
 
@@ -371,11 +372,10 @@ def _write_version(learner, serve, signature, base_path, version, metadata):
       ValueError: an explicit `version` that already exists, or weights holding NaN or
         Inf (a served model would answer with them: nothing is written).
     """
-    bad = [getattr(v, "path", v.name) for v in learner.variables
-           if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    bad = training.non_finite(learner.variables)
     if bad:
         raise ValueError(f"cannot export to '{base_path}': {len(bad)} variables hold NaN or Inf "
-                         f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+                         f"({training.variable_names(bad)})")
     tmp = None
     try:
         os.makedirs(base_path, exist_ok=True)

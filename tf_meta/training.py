@@ -83,9 +83,8 @@ class Checkpoints:
         try:
             return self.manager.save(checkpoint_number=self.step)
         except (OSError, tf.errors.OpError) as e:
-            cause = (getattr(e, "message", None) or str(e)).splitlines()[0]
             raise OSError(f"cannot write a checkpoint in {self.manager.directory}: "
-                          f"{cause}") from None
+                          f"{error_cause(e)}") from None
 
 
 class CheckpointEvery(keras.callbacks.Callback):
@@ -117,8 +116,8 @@ class CheckpointEvery(keras.callbacks.Callback):
         if self.diverged_at is None:
             bad = non_finite(self.checkpoints.learner.variables)
             if bad:
-                self._stop(f"weights became NaN or Inf ({_names(bad)}) while the loss stayed "
-                           "finite")
+                self._stop(f"weights became NaN or Inf ({variable_names(bad)}) while the loss "
+                           "stayed finite")
             else:
                 self.checkpoints.save()
 
@@ -167,13 +166,19 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
     return start
 
 
+def error_cause(error):
+    """The first line of a file-system error's message (TensorFlow's or an OSError)."""
+    return (getattr(error, "message", None) or str(error)).splitlines()[0]
+
+
 def non_finite(variables):
     """The floating-point variables among `variables` holding a NaN or Inf."""
     return [v for v in variables if tf.as_dtype(v.dtype).is_floating
             and not bool(tf.reduce_all(tf.math.is_finite(v)))]
 
 
-def _names(variables, shown=3):
+def variable_names(variables, shown=3):
+    """'a, b, c and 2 more': the variables' paths, for one-line messages."""
     names = [getattr(v, "path", v.name) for v in variables]  # Keras 3 variables: .path
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
@@ -215,7 +220,7 @@ def _check_fits(path, variables):
         shape = saved.get(f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
         if shape is not None and list(shape) != variable.shape.as_list():
             raise ValueError(f"checkpoint {path} does not fit this learner: variable {i} "
-                             f"({_names([variable])}) is {list(shape)} there and "
+                             f"({variable_names([variable])}) is {list(shape)} there and "
                              f"{variable.shape.as_list()} here; it was trained with other "
                              "settings")
     indexed = sum(1 for key in saved if key.startswith("variables/"))
@@ -283,7 +288,7 @@ def restore_for_evaluation(learner, directory):
                          "--eval_only)")
     bad = non_finite(learner.variables)
     if bad:
-        raise ValueError(f"checkpoint {path} holds NaN or Inf weights ({_names(bad)}): "
+        raise ValueError(f"checkpoint {path} holds NaN or Inf weights ({variable_names(bad)}): "
                          "nothing is evaluated or exported from it")
     return _step_of(path)
 
