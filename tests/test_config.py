@@ -55,6 +55,8 @@ BAD_CONFIGS = [
     (dict(algo="snail", label_scale=-1), "--label_scale must be positive"),
     (dict(algo="snail", sequence_length=1), "--sequence_length must be >= 2"),
     (dict(dataset="folder"), "--dataset=folder needs --data_dir"),
+    (dict(algo="maml", dataset="sinusoid", trainval=True),
+     "--trainval needs a dataset split by class; --dataset=sinusoid generates its tasks"),
     (dict(export_adapted="test_episode"), "--export_adapted needs an algorithm with an inner "
      "loop (fomaml, maml, reptile), not --algo=protonet"),
     (dict(algo="maml", export_adapted="test_episode", export_dir=""), "it needs --export_dir"),

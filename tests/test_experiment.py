@@ -105,6 +105,29 @@ def test_a_transductive_learner_also_reports_what_its_default_export_serves(tmp_
     assert meta["queries"] == "one batch (transductive)"
 
 
+def test_trainval_trains_on_the_validation_classes_too_and_validates_nothing(tmp_path):
+    from tf_meta import datasets
+    config = tiny(tmp_path, trainval=True, export_dir="")
+    streams, plain = datasets.streams(config), datasets.streams(tiny(tmp_path))
+    assert streams.val is None and plain.val is not None
+    val = datasets.DATASETS["synthetic"].load(datasets.Location("vinyals", None, False, 0))["val"]
+    val_images = {image.tobytes() for image in val.labelled_examples()[0]}
+
+    def seen(stream):  # the val-class images among 20 meta-batches' support sets
+        images = np.concatenate([b.support_x.numpy().reshape(-1, 28, 28, 1)
+                                 for b in stream.take(20)])
+        return sum(image.tobytes() in val_images for image in images)
+
+    assert seen(streams.train(0)) > 0 and seen(plain.train(0)) == 0
+    result = experiment.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "--trainval" in (tmp_path / "run" / "flags.txt").read_text().split()
+    assert result.scores["trainval"] is True
+    assert not (tmp_path / "run" / "logs" / "validation").exists()
+    with pytest.raises(ValueError, match="--trainval=True there, False here"):
+        experiment.train_and_evaluate(tiny(tmp_path, export_dir="", steps=8),
+                                      str(tmp_path / "run"))
+
+
 def test_declared_extra_metrics_are_reported(tmp_path):
     config = tiny(tmp_path, algo="mann", export_dir="", controller_units=8, memory_slots=8,
                   memory_width=4, read_heads=1, train_shots=2, train_query_shots=1,

@@ -36,7 +36,9 @@ def test_vinyals_splits_are_disjoint_by_character_including_rotations(omniglot_s
 @pytest.mark.skipif(not SPLITS_DIR.is_dir() and not os.environ.get("CI"),
                     reason="the published split files are not beside this checkout")
 def test_vinyals_splits_match_the_published_split_files(omniglot_splits):
-    for name, source in omniglot_splits.items():
+    """Also trainval.txt, the classes of Snell et al.'s final models (`--trainval`)."""
+    trainval = data.concatenate(omniglot_splits["train"], omniglot_splits["val"])
+    for name, source in {**omniglot_splits, "trainval": trainval}.items():
         published = set()
         for line in (SPLITS_DIR / f"{name}.txt").read_text().split():
             alphabet, character, rotation = line.split("/")
@@ -130,6 +132,16 @@ def test_folder_splits_use_train_test_subfolders_or_split_classes(tmp_path):
     assert [len(n) for n in names] == [14, 3, 3]
     assert set.union(*names) == {f"class{c}" for c in range(20)}
     assert sum(len(n) for n in names) == 20  # disjoint
+
+
+def test_concatenate_keeps_each_class_and_pads_to_the_widest():
+    a, b = data.synthetic(3, 4, (6, 6, 1), seed=1), data.synthetic(2, 7, (6, 6, 1), seed=2)
+    both = data.concatenate(a, b)
+    assert both.examples.shape == (5, 7, 6, 6, 1) and list(both.counts) == [4, 4, 4, 7, 7]
+    np.testing.assert_array_equal(both.examples[:3, :4], a.examples)
+    np.testing.assert_array_equal(both.examples[3:], b.examples)
+    assert not both.examples[:3, 4:].any()  # padding, never sampled: counts say 4
+    assert both.names == a.names + b.names and list(both.labels) == [0, 1, 2, 0, 1]
 
 
 def test_synthetic_splits_are_disjoint_and_typed():

@@ -92,6 +92,10 @@ class RunConfig:
     train_query_shots: Optional[int] = _setting(None, int, "query examples per class in "
                                                 "training episodes", minimum=1,
                                                 from_protocol=True, shapes_weights=True)
+    trainval: bool = _setting(False, bool, "train on the training and the validation "
+                              "classes, without validation: Snell et al. 2017 §3.1's final "
+                              "models, retrained on train+val for the --steps a first run "
+                              "selected on validation", shapes_weights=True)
     meta_batch_size: Optional[int] = _setting(None, int, "episodes per meta-update", minimum=1,
                                               from_protocol=True, shapes_weights=True)
     steps: Optional[int] = _setting(None, int, "meta-updates to train", minimum=1,
@@ -244,8 +248,8 @@ class RunConfig:
 
     def summary(self):
         """The settings a result is reported with: dict for its JSON."""
-        names = ("algo", "protocol", "dataset", "split", "network", "ways", "shots",
-                 "query_shots", "eval_episodes", "eval_seed", "steps")
+        names = ("algo", "protocol", "dataset", "split", "trainval", "network", "ways",
+                 "shots", "query_shots", "eval_episodes", "eval_seed", "steps")
         return {**{n: getattr(self, n) for n in names}, **self.hyperparameters}
 
     def _set(self, name, value):
@@ -273,6 +277,9 @@ class RunConfig:
             if field.metadata.get("type") is float and not 0 < value <= FLOAT32_MAX:
                 raise ValueError(f"--{field.name} must be positive and finite in float32 "
                                  f"(<= 3.4e38), got {value}")
+        if self.trainval and DATASETS[self.dataset].load is None:
+            raise ValueError(f"--trainval needs a dataset split by class; --dataset="
+                             f"{self.dataset} generates its tasks")
         if self.dataset == "folder" and not self.data_dir:
             raise ValueError("--dataset=folder needs --data_dir")
         if self.network and DATASETS[self.dataset].backbone:

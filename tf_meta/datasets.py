@@ -103,6 +103,11 @@ def streams(config):
         return EpisodeStreams(train, val, test, (1,), None)
     splits = DATASETS[config.dataset].load(
         Location(config.split, config.data_dir, config.download, config.seed))
+    if config.trainval:  # Snell et al.'s final models: train+val classes, no validation
+        if "val" not in splits:
+            raise ValueError(f"--trainval: --dataset={config.dataset} has no validation "
+                             "classes to add to the training classes")
+        splits = dict(splits, train=data.concatenate(splits["train"], splits.pop("val")))
     data.check_episode_spec(splits["train"], config.train_ways, config.train_shots,
                             config.train_query_shots, "train")
     train = functools.partial(data.make_episode_dataset, splits["train"], config.train_ways,

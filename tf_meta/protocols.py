@@ -187,10 +187,12 @@ NOT_REPRODUCED = {
                     "images; here x / 255 of bright strokes) and one rotation per episode",
                     "the CI: per 1,000-episode repeat, Student t; the reference also kept the "
                     "checkpoint with the best accuracy on the test characters"],
-    "protonet": ["retraining on train+val after model selection (jakesnell/"
-                 "prototypical-networks scripts/train/few_shot/run_trainval.py)",
-                 "early stopping on validation loss (patience 200 epochs of 100 episodes); "
-                 "here a fixed 10,000 steps"],
+    "protonet": ["early stopping on validation loss (patience 200 epochs of 100 episodes); "
+                 "here a fixed 10,000 steps",
+                 "the retraining on train+val is a second run, `--trainval --steps=N`, N chosen "
+                 "from the first run's validation curve; the reference retrains for the best "
+                 "epoch + the patience (jakesnell/prototypical-networks scripts/train/few_shot/"
+                 "trainval.py)"],
     "mann": ["20x20 images (the paper and both implementations); here 28x28",
              "the key strength β: 10 is ours, the paper's is 1 (docs/RESULTS.md, MANN: key "
              "strength)"],

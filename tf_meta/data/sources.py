@@ -242,6 +242,19 @@ def split_classes(source, fractions, seed):
     return splits
 
 
+def concatenate(*sources):
+    """One Source holding the classes of `sources`, in order (e.g. train+val).
+
+    Rows are zero-padded to the largest example count; `counts` keeps each class's own.
+    """
+    width = max(s.examples.shape[1] for s in sources)
+    examples = [np.pad(s.examples, [(0, 0), (0, width - s.examples.shape[1])]
+                       + [(0, 0)] * (s.examples.ndim - 2)) for s in sources]
+    return Source(np.concatenate(examples), np.concatenate([s.counts for s in sources]),
+                  np.concatenate([s.labels for s in sources]),
+                  tuple(name for s in sources for name in s.names))
+
+
 def _subset(source, ids):
     return Source(source.examples[ids], source.counts[ids], source.labels[ids],
                   tuple(source.names[i] for i in ids))
