@@ -157,7 +157,12 @@ def bad_runs(tmp):
     (tmp / "a_file").write_text("a file where a folder should be")
     (tmp / "m_adapted").write_text("a file where the adapted export's folder should be")
     write_images(tmp / "support", {f"c{c}": 2 for c in range(6)}, size=28)
+    write_images(tmp / "no_val", {f"{split}/c{c}": 3 for split in ("train", "test")
+                                  for c in range(5)})
     return [
+        ("--trainval on a folder without validation classes",
+         dict(dataset="folder", data_dir=str(tmp / "no_val"), trainval=True),
+         "--trainval: --dataset=folder has no validation classes"),
         ("more test ways than val classes", dict(ways=21, train_ways=21),
          "ways=21 exceeds the 20 classes of the val split"),
         ("more train ways than train classes", dict(train_ways=61),
