@@ -98,51 +98,55 @@ _MAML_PAPER = {
 }
 _NICHOL = "Nichol et al. 2018"
 _REPTILE = "openai/supervised-reptile"
+# The archived README's commands (5d5589c); an earlier README (0487665) listed other,
+# searched values for the same runs (e.g. 1-shot 5-way: --inner-batch 25 --inner-iters 3).
+_RR = f"{_REPTILE} README@5d5589c"
 _REPTILE_PAPER_5 = dict(
     network=Cited("conv4_strided", f"{_REPTILE} supervised_reptile/models.py OmniglotModel"),
-    train_shots=Cited(10, f"{_REPTILE} README commands (--train-shots 10)"),
+    train_shots=Cited(10, f"{_RR} commands (--train-shots 10)"),
     train_query_shots=Cited(1, "tf_meta's: scored for the metrics only (the reference samples "
                             "no training queries)"),
-    meta_batch_size=Cited(5, f"{_REPTILE} README commands (--meta-batch 5)"),
-    meta_lr=Cited(1.0, f"{_REPTILE} README commands (--meta-step 1, annealed to "
+    meta_batch_size=Cited(5, f"{_RR} commands (--meta-batch 5)"),
+    meta_lr=Cited(1.0, f"{_RR} commands (--meta-step 1, annealed to "
                   "--meta-step-final 0)"),
-    inner_lr=Cited(1e-3, f"{_REPTILE} README commands; Adam β1 = 0 (models.py)"),
-    inner_steps=Cited(5, f"{_REPTILE} README commands (--inner-iters 5)"),
-    inner_batch_size=Cited(10, f"{_REPTILE} README commands (--inner-batch 10)"),
-    test_inner_steps=Cited(50, f"{_REPTILE} README commands (--eval-iters 50)"),
-    test_inner_batch_size=Cited(5, f"{_REPTILE} README commands (--eval-batch 5)"),
+    inner_lr=Cited(1e-3, f"{_RR} commands; Adam β1 = 0 (models.py)"),
+    inner_steps=Cited(5, f"{_RR} commands (--inner-iters 5)"),
+    inner_batch_size=Cited(10, f"{_RR} commands (--inner-batch 10)"),
+    test_inner_steps=Cited(50, f"{_RR} commands (--eval-iters 50)"),
+    test_inner_batch_size=Cited(5, f"{_RR} commands (--eval-batch 5)"),
     query_shots=Cited(1, f"{_REPTILE} supervised_reptile/reptile.py _split_train_test "
                       "(test_shots=1)"),
     eval_episodes=Cited(10000, f"{_REPTILE} supervised_reptile/args.py --eval-samples"),
-    transductive=Cited(True, f"{_NICHOL} report both; {_REPTILE} README ckpt_o15t command "
+    transductive=Cited(True, f"{_NICHOL} report both; {_RR} ckpt_o15t command "
                        "(--transductive)"),
-    steps=Cited(100000, f"{_REPTILE} README commands (--meta-iters 100000)"),
+    steps=Cited(100000, f"{_RR} commands (--meta-iters 100000)"),
 )
 _REPTILE_PAPER = {
     5: _REPTILE_PAPER_5,
     20: {**_REPTILE_PAPER_5,
-         "inner_lr": Cited(5e-4, f"{_REPTILE} README 20-way commands (--learning-rate 0.0005)"),
-         "inner_steps": Cited(10, f"{_REPTILE} README 20-way commands (--inner-iters 10)"),
-         "inner_batch_size": Cited(20, f"{_REPTILE} README 20-way commands (--inner-batch 20)"),
-         "test_inner_batch_size": Cited(10, f"{_REPTILE} README 20-way commands "
+         "inner_lr": Cited(5e-4, f"{_RR} 20-way commands (--learning-rate 0.0005)"),
+         "inner_steps": Cited(10, f"{_RR} 20-way commands (--inner-iters 10)"),
+         "inner_batch_size": Cited(20, f"{_RR} 20-way commands (--inner-batch 20)"),
+         "test_inner_batch_size": Cited(10, f"{_RR} 20-way commands "
                                         "(--eval-batch 10)"),
-         "steps": Cited(200000, f"{_REPTILE} README 20-way commands (--meta-iters 200000)")},
+         "steps": Cited(200000, f"{_RR} 20-way commands (--meta-iters 200000)")},
 }
 _SUNG = "floodsung/LearningToCompare_FSL omniglot"
+_TRAIN = f"{_SUNG}/omniglot_train_one_shot.py, _few_shot.py"  # the same values in both
+_TEST = f"{_SUNG}/omniglot_test_one_shot.py, _few_shot.py"
 _RELATIONNET_PAPER = dict(
     train_query_shots=Cited(lambda ways, shots: RELATIONNET_QUERIES.get(
         (ways, shots), COMMON["train_query_shots"]), f"{_SUNG} README commands (-b)"),
-    meta_batch_size=Cited(1, f"{_SUNG}/omniglot_train_one_shot.py: one episode per step"),
-    meta_lr=Cited(1e-3, f"{_SUNG}/omniglot_train_one_shot.py LEARNING_RATE, Adam"),
-    lr_decay_every=Cited(100000, f"{_SUNG}/omniglot_train_one_shot.py StepLR step_size"),
-    lr_decay_rate=Cited(0.5, f"{_SUNG}/omniglot_train_one_shot.py StepLR gamma"),
-    clip_norm=Cited(0.5, f"{_SUNG}/omniglot_train_one_shot.py clip_grad_norm"),
-    reference_init=Cited(True, f"{_SUNG}/omniglot_train_one_shot.py weights_init"),
-    query_shots=Cited(_shots, f"{_SUNG}/omniglot_test_one_shot.py: test_num = "
-                      "SAMPLE_NUM_PER_CLASS"),
-    eval_episodes=Cited(10000, f"{_SUNG}/omniglot_test_one_shot.py: 10 x 1,000 episodes"),
+    meta_batch_size=Cited(1, f"{_TRAIN}: one episode per step"),
+    meta_lr=Cited(1e-3, f"{_TRAIN} LEARNING_RATE, Adam"),
+    lr_decay_every=Cited(100000, f"{_TRAIN} StepLR step_size"),
+    lr_decay_rate=Cited(0.5, f"{_TRAIN} StepLR gamma"),
+    clip_norm=Cited(0.5, f"{_TRAIN} clip_grad_norm"),
+    reference_init=Cited(True, f"{_TRAIN} weights_init"),
+    query_shots=Cited(_shots, f"{_TEST}: test_num = SAMPLE_NUM_PER_CLASS"),
+    eval_episodes=Cited(10000, f"{_TEST}: 10 x 1,000 episodes"),
     transductive=Cited(True, f"{_SUNG}: no .eval() call, batch statistics at test"),
-    steps=Cited(1000000, f"{_SUNG}/omniglot_train_one_shot.py EPISODE"),
+    steps=Cited(1000000, f"{_TRAIN} EPISODE"),
 )
 _SNELL = "Snell et al. 2017 §3.1"
 _PROTONET_PAPER = dict(
@@ -168,6 +172,10 @@ _MANN_PAPER = dict(
     meta_lr=Cited(1e-3, "tristandeleu/ntm-one-shot examples/omniglot.py Adam"),
     steps=Cited(100000, f"{_SANTORO}: 100,000 episodes"),
 )
+# The (ways, shots) each paper reports on Omniglot: 5- and 20-way, 1- and 5-shot. MANN
+# reports instance accuracy (5 classes), SNAIL has no paper row here.
+PAPER_TASKS = {algo: ((5, 20), (1, 5))
+               for algo in ("maml", "fomaml", "reptile", "relationnet", "protonet")}
 PAPER = {"maml": _MAML_PAPER, "fomaml": _MAML_PAPER, "reptile": _REPTILE_PAPER,
          "relationnet": {5: _RELATIONNET_PAPER}, "protonet": {5: _PROTONET_PAPER},
          "mann": {5: _MANN_PAPER}}
@@ -259,13 +267,17 @@ def markdown():
              "`tf_meta/protocols.py` (`--protocol=paper`). A value whose source is "
              "\"tf_meta's\" or a declared default is not the paper's.", ""]
     for algo in ALGORITHMS:
-        for ways in sorted({5, *PAPER.get(algo, {})}):
-            values = protocol("paper", algo, "omniglot", ways, 1)
-            cited = sources("paper", algo, "omniglot", ways)
-            lines += [f"## {algo}, {ways}-way 1-shot", "", "| setting | value | source |",
-                      "| --- | --- | --- |"]
-            lines += [f"| {k} | {values[k]} | {cited[k]} |" for k in sorted(values)]
-            lines.append("")
+        all_ways, all_shots = PAPER_TASKS.get(algo, ((5,), (1,)))
+        for ways in all_ways:
+            for shots in all_shots:
+                values = {**protocol("paper", algo, "omniglot", ways, shots),
+                          "ways": ways, "shots": shots}
+                cited = {**sources("paper", algo, "omniglot", ways),
+                         "ways": "this row: --ways", "shots": "this row: --shots"}
+                lines += [f"## {algo}, {ways}-way {shots}-shot", "",
+                          "| setting | value | source |", "| --- | --- | --- |"]
+                lines += [f"| {k} | {values[k]} | {cited[k]} |" for k in sorted(values)]
+                lines.append("")
         if NOT_REPRODUCED.get(algo):
             lines += [f"Not reproduced ({algo}):", ""]
             lines += [f"- {item}" for item in NOT_REPRODUCED[algo]] + [""]
