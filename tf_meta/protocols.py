@@ -170,7 +170,9 @@ _MANN_PAPER = dict(
     train_shots=Cited(10, f"{_SANTORO}: episodes of 5 classes x 10 samples"),
     meta_batch_size=Cited(16, "tristandeleu/ntm-one-shot examples/omniglot.py batch size"),
     meta_lr=Cited(1e-3, "tristandeleu/ntm-one-shot examples/omniglot.py Adam"),
-    steps=Cited(100000, f"{_SANTORO}: 100,000 episodes"),
+    steps=Cited(100000, f"{_SANTORO}: 100,000 episodes, read as meta-updates: "
+                "tristandeleu/ntm-one-shot examples/omniglot.py logs each batch of 16 as one "
+                "'Episode' (1.6 million episodes; the paper's count may be 6,250 meta-updates)"),
 )
 # The (ways, shots) each paper reports on Omniglot: 5- and 20-way, 1- and 5-shot. MANN
 # reports instance accuracy (5 classes), SNAIL has no paper row here.
