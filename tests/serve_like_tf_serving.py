@@ -3,6 +3,9 @@
 Usage: python serve_like_tf_serving.py SAVED_MODEL_DIR REQUEST_JSON [REQUEST_JSON ...]
   -> one line per request: {"outputs": {...}}, or {"error": "..."} as TF Serving answers a
   request the model refuses (HTTP 400).
+  python serve_like_tf_serving.py -   (a server, as TF Serving stays up: each stdin line
+  ["SAVED_MODEL_DIR", "REQUEST_JSON"] is answered by one stdout line, as above; one
+  TensorFlow start-up for many requests)
 
 Run as a separate process: tf_meta is made unimportable first, so the export must stand on
 its own, as it does inside TF Serving. Inputs are converted to the signature's dtypes the way
@@ -33,5 +36,11 @@ def main(model_dir, *request_paths):
         print(json.dumps({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}))
 
 
+def serve_forever():
+    for line in sys.stdin:
+        main(*json.loads(line))
+        sys.stdout.flush()
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    serve_forever() if sys.argv[1:] == ["-"] else main(*sys.argv[1:])

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 import time
@@ -60,16 +61,54 @@ def exported(learner, tmp_path_factory):
     return export_to(learner, tmp_path_factory)
 
 
-def serve(model_dir, body, tmp_path):
-    """The response of a subprocess that loads `model_dir` without tf_meta."""
-    request = tmp_path / "request.json"
-    request.write_text(json.dumps(body))
-    env = dict(os.environ, PYTHONPATH="")
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "serve_like_tf_serving.py"),
-                             model_dir, str(request)], capture_output=True, text=True,
-                            cwd=tmp_path, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)["outputs"]
+class Server:
+    """serve_like_tf_serving.py as a server: another process, which cannot import tf_meta,
+    loading each export it is sent, as TF Serving does. One for the module: a TensorFlow
+    start-up for each of the ~20 requests below cost ~4 s of CPU each."""
+
+    def __init__(self, folder):
+        self.folder, self.process = folder, None
+
+    def start(self):
+        self.stderr = open(self.folder / "stderr.txt", "w+")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "serve_like_tf_serving.py"), "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            cwd=self.folder, env=dict(os.environ, PYTHONPATH=""))
+
+    def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.stderr.close()
+            self.process = None
+
+    def __call__(self, model_dir, body, tmp_path):
+        """The response to the REST body `body` of the export `model_dir`."""
+        if self.process is None or self.process.poll() is not None:
+            self.stop()
+            self.start()  # again after a request that crashed it: each test its own answer
+        request = tmp_path / "request.json"
+        request.write_text(json.dumps(body))
+        self.process.stdin.write(json.dumps([model_dir, str(request)]) + "\n")
+        self.process.stdin.flush()
+        answered, _, _ = select.select([self.process.stdout], [], [], 120)
+        line = self.process.stdout.readline() if answered else ""
+        if not line:  # it died, or hung
+            self.process.kill()
+            self.process.wait()
+            self.stderr.seek(0)
+            error = self.stderr.read()[-2000:]
+            self.stop()
+            pytest.fail(f"no answer from {model_dir}: {error}")
+        return json.loads(line)["outputs"]
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("server"))
+    yield server
+    server.stop()
 
 
 def in_memory(learner, body, transductive=False):
@@ -98,7 +137,7 @@ def test_readme_request_body_is_a_real_omniglot_test_episode(omniglot_splits):
     assert "docs/example_request.json" in (ROOT / "README.md").read_text()
 
 
-def test_round_trip_without_tf_meta_answers_the_readme_request(learner, exported, tmp_path):
+def test_round_trip_without_tf_meta_answers_the_readme_request(learner, exported, tmp_path, serve):
     body = json.loads(REQUEST.read_text())
     outputs = serve(exported, body, tmp_path)
     logits = in_memory(learner, body)
@@ -143,7 +182,7 @@ def serve_in_process(path, body):
                   query_images=tf.constant(inputs["query_images"], tf.float32))["logits"].numpy()
 
 
-def test_one_export_answers_any_ways_and_shots(learner, exported, tmp_path):
+def test_one_export_answers_any_ways_and_shots(learner, exported, tmp_path, serve):
     """Any N for ProtoNet; up to the head's 5 classes for the MAML family."""
     ways = 20 if isinstance(learner, ProtoNet) else 3
     source = data.synthetic(30, 10, (28, 28, 1), seed=4)
@@ -154,7 +193,7 @@ def test_one_export_answers_any_ways_and_shots(learner, exported, tmp_path):
     assert_same_logits(outputs["logits"], in_memory(learner, body), learner)
 
 
-def test_the_maml_family_adapts_inside_the_served_graph(adaptive, tmp_path_factory, tmp_path):
+def test_the_maml_family_adapts_inside_the_served_graph(adaptive, tmp_path_factory, tmp_path, serve):
     learner, exported = adaptive, export_to(adaptive, tmp_path_factory)
     body = json.loads(REQUEST.read_text())
     outputs = np.asarray(serve(exported, body, tmp_path)["logits"])
@@ -167,7 +206,7 @@ def test_the_maml_family_adapts_inside_the_served_graph(adaptive, tmp_path_facto
     assert_same_logits(moved, in_memory(learner, {"inputs": relabelled}), learner)
 
 
-def test_the_adapted_learner_exports_as_a_plain_classifier(adaptive, tmp_path):
+def test_the_adapted_learner_exports_as_a_plain_classifier(adaptive, tmp_path, serve):
     learner = adaptive
     inputs = json.loads(REQUEST.read_text())["inputs"]
     support_x = tf.constant(inputs["support_images"], tf.float32)
