@@ -6,6 +6,7 @@ import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -57,8 +58,21 @@ def export_to(learner, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(learner, tmp_path_factory):
-    return export_to(learner, tmp_path_factory)
+def export_of(tmp_path_factory):
+    """learner -> its export_to path, written on first use (each learner once a module)."""
+    paths = {}
+
+    def export_of(learner):
+        if id(learner) not in paths:  # trained() keeps each learner alive: ids stay unique
+            paths[id(learner)] = export_to(learner, tmp_path_factory)
+        return paths[id(learner)]
+
+    return export_of
+
+
+@pytest.fixture(scope="module")
+def exported(learner, export_of):
+    return export_of(learner)
 
 
 class Server:
@@ -193,8 +207,8 @@ def test_one_export_answers_any_ways_and_shots(learner, exported, tmp_path, serv
     assert_same_logits(outputs["logits"], in_memory(learner, body), learner)
 
 
-def test_the_maml_family_adapts_inside_the_served_graph(adaptive, tmp_path_factory, tmp_path, serve):
-    learner, exported = adaptive, export_to(adaptive, tmp_path_factory)
+def test_the_maml_family_adapts_inside_the_served_graph(adaptive, export_of, tmp_path, serve):
+    learner, exported = adaptive, export_of(adaptive)
     body = json.loads(REQUEST.read_text())
     outputs = np.asarray(serve(exported, body, tmp_path)["logits"])
     inputs = body["inputs"]
@@ -245,11 +259,13 @@ def test_graph_holds_no_python_ops(learner, exported):
     assert model_op in ops and not ops & PYTHON_OPS
 
 
-def test_versions_are_integers_and_metadata_is_kept(learner, tmp_path):
+def test_versions_are_integers_and_metadata_is_kept(learner, exported, tmp_path):
+    """`exported` was the first export into its base path; a second export beside it (into
+    a copy, so the module's export stays alone) is version 2."""
     base = tmp_path / "model"
-    first = export.export_learner(learner, str(base), (28, 28, 1), metadata={"algo": "x"})
+    shutil.copytree(os.path.dirname(exported), base)
     second = export.export_learner(learner, str(base), (28, 28, 1))
-    assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
+    assert (os.path.basename(exported), os.path.basename(second)) == ("1", "2")
     assert sorted(os.listdir(base)) == ["1", "2"]
     meta = json.loads((base / "1" / "assets.extra" / "tf_meta.json").read_text())
     head = min(learner.max_ways or 100, 100)
