@@ -21,11 +21,19 @@ import tensorflow as tf  # noqa: E402
 
 
 def main(model_dir, *request_paths):
+    answer(model_dir, [read(path) for path in request_paths])
+
+
+def read(request_path):
+    with open(request_path) as f:
+        return json.load(f)
+
+
+def answer(model_dir, bodies):
+    """Prints the answer of the export `model_dir` to each parsed REST body, one a line."""
     signature = tf.saved_model.load(model_dir).signatures["serving_default"]
     specs = signature.structured_input_signature[1]
-    for request_path in request_paths:
-        with open(request_path) as f:
-            body = json.load(f)
+    for body in bodies:
         inputs = {name: tf.constant(value, dtype=specs[name].dtype)
                   for name, value in body["inputs"].items()}
         try:
