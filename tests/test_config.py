@@ -41,6 +41,9 @@ BAD_CONFIGS = [
     (dict(inner_lr=0.1), "--inner_lr does not apply to --algo=protonet"),
     (dict(algo="relationnet", inner_steps=1), "--inner_steps does not apply"),
     (dict(algo="reptile", parallel_tasks=2), "--parallel_tasks does not apply"),
+    (dict(algo="reptile", lr_decay_every=500), "--lr_decay_every does not apply to "
+     "--algo=reptile: Reptile anneals ε linearly to 0 over --steps"),
+    (dict(algo="reptile", lr_decay_rate=0.9), "--lr_decay_rate does not apply to --algo=reptile"),
     (dict(algo="maml", ways=5, train_ways=3), "--ways=5 exceeds the 3-way head"),
     (dict(algo="reptile", ways=5, train_ways=3), "--ways=5 exceeds the 3-way head"),
     (dict(algo="snail", ways=6, train_ways=5), "--ways=6 exceeds the 5-way head"),
@@ -113,6 +116,15 @@ def test_task_dependent_protocol_values_follow_the_training_task():
     assert RunConfig(algo="snail", train_ways=20, train_shots=5).hyperparameters[
         "sequence_length"] == 101
     assert RunConfig(algo="relationnet", ways=20).train_query_shots == 10
+
+
+def test_a_setting_an_algorithm_ignores_is_accepted_only_at_the_protocol_value():
+    # flags.txt of a Reptile run spells the protocol's --lr_decay_every; replaying it works.
+    default = RunConfig.from_settings(**{**TINY, "algo": "reptile"})
+    again = RunConfig.from_settings(**{**TINY, "algo": "reptile",
+                                       "lr_decay_every": default.lr_decay_every,
+                                       "lr_decay_rate": default.lr_decay_rate})
+    assert again == default
 
 
 def test_eval_every_is_capped_by_steps():
@@ -189,5 +201,7 @@ def test_every_paper_value_names_its_source_and_the_docs_show_the_table():
     assert protocols.sources("paper", "maml", "omniglot", 20)["inner_lr"].startswith(
         "Finn et al. 2017 App. A.1")
     assert protocols.sources("paper", "maml", "omniglot")["shots"] == "tf_meta's"
+    assert protocols.sources("paper", "reptile", "omniglot")["lr_decay_every"].startswith(
+        "unused: Reptile anneals ε linearly")
     assert (ROOT / "docs" / "PROTOCOLS.md").read_text().strip() == protocols.markdown().strip(), (
         "docs/PROTOCOLS.md is stale: python -m tf_meta.protocols > docs/PROTOCOLS.md")

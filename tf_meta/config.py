@@ -148,6 +148,9 @@ class RunConfig:
         protocol = protocols.protocol(self.protocol, self.algo, self.dataset,
                                       self.train_ways or self.ways,
                                       self.train_shots or self.shots)
+        for name, why in algorithm.UNUSED_SETTINGS.items():
+            if getattr(self, name) not in (None, protocol.get(name)):
+                raise ValueError(f"--{name} does not apply to --algo={self.algo}: {why}")
         for field in dataclasses.fields(self):
             if field.metadata.get("from_protocol") and getattr(self, field.name) is None:
                 self._set(field.name, protocol.get(field.name))

@@ -259,7 +259,8 @@ def sources(name, algo, dataset, train_ways=None):
     found = {}
     for source, row in _layers(name, algo, dataset, train_ways):
         found.update({k: v.source if isinstance(v, Cited) else source for k, v in row.items()})
-    return found
+    unused = learner_class(algo).UNUSED_SETTINGS
+    return {k: f"unused: {unused[k]}" if k in unused else v for k, v in found.items()}
 
 
 def markdown():

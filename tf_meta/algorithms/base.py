@@ -31,6 +31,9 @@ class MetaLearner(keras.Model):
                        have (`max_ways`, its width, set when the learner is built).
       EXTRA_METRICS    names of `evaluation.EXTRA_METRICS` the run reports besides
                        accuracy ± CI (MANN: the paper's instance accuracy).
+      UNUSED_SETTINGS  run settings its `meta_optimizer` ignores -> why (Reptile: the
+                       staircase decay); a run refuses a value for them other than the
+                       protocol's, and the protocol table says they are unused.
 
     How outputs become answers: `outputs(logits)` gives what evaluation scores and the
     served model returns (logits, probabilities, classes; regression: predictions), and
@@ -60,6 +63,7 @@ class MetaLearner(keras.Model):
     ADAPTS = False
     HAS_HEAD = False
     EXTRA_METRICS = ()
+    UNUSED_SETTINGS = {}
     finish_gradients = None
 
     def __init__(self, backbone, regression=False, name=None, **hyperparameter_values):

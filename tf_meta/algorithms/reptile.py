@@ -46,6 +46,9 @@ class Reptile(FastWeightLearner):
       openai/supervised-reptile.
     """
 
+    UNUSED_SETTINGS = {name: "Reptile anneals ε linearly to 0 over --steps (meta_optimizer)"
+                       for name in ("lr_decay_every", "lr_decay_rate")}
+
     # Defaults: Nichol et al. 2018 / supervised-reptile run_omniglot (1-shot 5-way): Adam
     # (β1 = 0) 1e-3, 5 inner steps on batches of 10 in training, 50 on batches of 5 at test.
     HYPERPARAMETERS = (
