@@ -8,6 +8,9 @@ ifneq ($(wildcard ../shared/data/tfds/omniglot),)
 export TFDS_DATA_DIR ?= $(abspath ../shared/data/tfds)
 endif
 TRAIN_FLAGS ?= --algo=protonet
+# One pytest worker a core, each test file on one worker (its module fixtures, which
+# train and export learners, built once); TEST_FLAGS= runs the suite in one process.
+TEST_FLAGS ?= -n auto --dist loadfile
 
 .PHONY: setup train test clean
 
@@ -23,7 +26,7 @@ train: setup
 	$(PY) train.py $(TRAIN_FLAGS)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(TEST_FLAGS) tests
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

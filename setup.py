@@ -25,5 +25,5 @@ setup(
         "tensorboard",  # keras.callbacks.TensorBoard (tf.summary) since TF 2.20
     ],
     # plots: tf_meta.curves.plot, the learning-curve PNGs of docs/ (nothing else needs it)
-    extras_require={"plots": ["matplotlib"], "test": ["pytest", "matplotlib"]},
+    extras_require={"plots": ["matplotlib"], "test": ["pytest", "pytest-xdist", "matplotlib"]},
 )

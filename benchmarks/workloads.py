@@ -123,13 +123,15 @@ def run_config(algo, config, parallel_tasks=1):
     from tf_meta.algorithms import learner_class
     from tf_meta.config import RunConfig
     declared = learner_class(algo).hyperparameter_names()
+    schedule = {name: value for name, value in PEER_SCHEDULE.items()
+                if name not in learner_class(algo).UNUSED_SETTINGS}
     hyperparameters = {name: value for name, value in (("inner_steps", config.inner_steps),
                                                        ("parallel_tasks", parallel_tasks))
                        if name in declared}
     return RunConfig.from_settings(
         algo=algo, protocol="tf_meta", dataset="synthetic", ways=config.ways, shots=config.shots,
         train_ways=config.ways, train_shots=config.shots, train_query_shots=config.query_shots,
-        meta_batch_size=config.meta_batch_size, meta_lr=config.meta_lr, **PEER_SCHEDULE,
+        meta_batch_size=config.meta_batch_size, meta_lr=config.meta_lr, **schedule,
         **hyperparameters)
 
 
