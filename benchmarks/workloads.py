@@ -122,9 +122,10 @@ def run_config(algo, config, parallel_tasks=1):
     """
     from tf_meta.algorithms import learner_class
     from tf_meta.config import RunConfig
-    declared = learner_class(algo).hyperparameter_names()
+    algorithm = learner_class(algo)
+    declared = algorithm.hyperparameter_names()
     schedule = {name: value for name, value in PEER_SCHEDULE.items()
-                if name not in learner_class(algo).UNUSED_SETTINGS}
+                if name not in algorithm.UNUSED_SETTINGS}
     hyperparameters = {name: value for name, value in (("inner_steps", config.inner_steps),
                                                        ("parallel_tasks", parallel_tasks))
                        if name in declared}
