@@ -41,7 +41,14 @@ def answer(model_dir, bodies):
         except tf.errors.InvalidArgumentError as e:  # TF Serving: 400 with the op's message
             print(json.dumps({"error": e.message}))
             continue
-        print(json.dumps({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}))
+        print(json.dumps({"outputs": {k: plain(v) for k, v in outputs.items()}}))
+
+
+def plain(tensor):
+    """A tensor as TF Serving's REST API writes it: nested lists, strings as text."""
+    if tensor.dtype == tf.string:
+        return tf.strings.unicode_transcode(tensor, "UTF-8", "UTF-8").numpy().astype(str).tolist()
+    return tensor.numpy().tolist()
 
 
 def serve_forever():

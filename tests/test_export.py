@@ -269,9 +269,14 @@ def test_versions_are_integers_and_metadata_is_kept(learner, exported, tmp_path)
     assert sorted(os.listdir(base)) == ["1", "2"]
     meta = json.loads((base / "1" / "assets.extra" / "tf_meta.json").read_text())
     head = min(learner.max_ways or 100, 100)
-    assert meta == {"algo": "x", "queries": "each on its own",
+    assert meta == {"algo": "x", "queries": "each on its own", "image_contract": None,
                     "request_bounds": {"max_support": 1000, "max_queries": 1000,
-                                       "max_ways": head}}
+                                       "max_ways": head, "max_values": 2 ** 26},
+                    "serving_contract": 2,
+                    "signatures": {name: ["support_images", "support_labels", "query_images"]
+                                   for name in ("preprocessed", "serving_default")}
+                    | {"named": ["support_images", "support_labels", "query_images",
+                                 "support_class_names"]}}
 
 
 def fail_after_writing(monkeypatch, error):
@@ -305,8 +310,8 @@ def test_request_bounds_are_set_at_export_recorded_and_enforced(tmp_path):
     path = export.export_learner(learner, str(tmp_path / "model"), (28, 28, 1), max_support=6,
                                  max_queries=4, max_ways=3)
     meta = json.loads(open(os.path.join(path, "assets.extra", "tf_meta.json")).read())
-    assert meta == {"queries": "each on its own",
-                    "request_bounds": {"max_support": 6, "max_queries": 4, "max_ways": 3}}
+    assert meta["request_bounds"] == {"max_support": 6, "max_queries": 4, "max_ways": 3,
+                                      "max_values": 2 ** 26}
     signature = tf.saved_model.load(path).signatures["serving_default"]
     rng = np.random.default_rng(0)
 

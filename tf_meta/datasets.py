@@ -26,6 +26,8 @@ class EpisodeStreams(NamedTuple):
       input_shape: shape of one example.
       test_source: data.Source of the test classes (None for generated tasks), for the
         evaluations a learner declares besides accuracy.
+      image_contract: the training source's data.ImageContract, which an export serves
+        images through; None for feature vectors and generated tasks.
     """
 
     train: Callable[[int], tf.data.Dataset]
@@ -33,6 +35,7 @@ class EpisodeStreams(NamedTuple):
     test: tf.data.Dataset
     input_shape: tuple
     test_source: Optional[data.Source]
+    image_contract: Optional[data.ImageContract] = None
 
 
 class Dataset(NamedTuple):
@@ -118,4 +121,5 @@ def streams(config):
            if "val" in splits else None)
     test = data.make_episode_dataset(splits["test"], config.ways, **test_sizes, split="test",
                                      num_episodes=config.eval_episodes)
-    return EpisodeStreams(train, val, test, splits["train"].input_shape, splits["test"])
+    return EpisodeStreams(train, val, test, splits["train"].input_shape, splits["test"],
+                          splits["train"].image_contract)

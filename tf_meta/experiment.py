@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tf_meta import data, datasets, distribute, evaluation, export, run_folder, training
 from tf_meta.algorithms import build_learner
+from tf_meta.version import VERSION
 
 
 class Result(NamedTuple):
@@ -144,16 +145,26 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
     exported = adapted = None
     if config.export_dir:
         exported = export.export_learner(learner, config.export_dir, streams.input_shape,
-                                         metadata={"algo": config.algo, "test": scores},
-                                         transductive=config.serve_transductive)
+                                         metadata=_export_metadata(config, scores),
+                                         transductive=config.serve_transductive,
+                                         image_contract=streams.image_contract)
         lines.append(f"exported SavedModel to {exported}")
     if support is not None:
-        adapted = export.export_adapted(learner, *support, config.export_dir + "_adapted",
-                                        metadata={"algo": config.algo,
+        images, labels, class_names = support
+        adapted = export.export_adapted(learner, images, labels, config.export_dir + "_adapted",
+                                        metadata={**_export_metadata(config, scores),
                                                   "support": config.export_adapted},
-                                        transductive=config.serve_transductive)
+                                        transductive=config.serve_transductive,
+                                        image_contract=streams.image_contract,
+                                        class_names=class_names)
         lines.append(f"exported the adapted learner to {adapted}")
     return Result(scores, path, exported, adapted, tuple(lines))
+
+
+def _export_metadata(config, scores):
+    """What an export records of its run: algorithm, test scores, flags, tf_meta version."""
+    return {"algo": config.algo, "test": scores, "flags": config.to_flags().splitlines()[1:],
+            "tf_meta_version": VERSION}
 
 
 def _write(path, text):
@@ -211,16 +222,21 @@ def _check_meta_batch_fits(config, input_shape):
 
 
 def _adapted_support(config, learner, streams):
-    """(support images, labels) for `export_adapted`: a class-folder tree or 'test_episode'."""
+    """(support images, labels, class names) for `export_adapted`: a class-folder tree,
+    read through the training source's image contract, or 'test_episode'."""
     if config.export_adapted == "test_episode":
         episode = next(iter(streams.test))
-        return episode.support_x[0], episode.support_y[0]
-    source = data.folder(config.export_adapted, image_size=streams.input_shape[0],
-                         channels=streams.input_shape[-1])
+        return episode.support_x[0], episode.support_y[0], None
+    contract = streams.image_contract or data.ImageContract(*streams.input_shape)
+    if contract.height != contract.width:
+        raise ValueError(f"--export_adapted reads square images; the learner takes "
+                         f"{contract.input_shape}")
+    source = data.folder(config.export_adapted, image_size=contract.height,
+                         channels=contract.channels, invert=contract.invert)
     if source.num_classes > learner.max_ways:
         raise ValueError(f"--export_adapted={config.export_adapted} has {source.num_classes} "
                          f"classes, more than the {learner.max_ways}-way head")
-    return source.labelled_examples()
+    return (*source.labelled_examples(), source.names)
 
 
 def _evaluate(config, learner, streams):

@@ -1,21 +1,35 @@
 """SavedModel export in the layout TF Serving reads: <model base path>/<integer version>/.
 
-The `serving_default` signature is the same for every classification algorithm:
-  support_images [S, *input_shape] float32 pixels, support_labels [S] int32 in [0, ways),
-  query_images [Q, *input_shape] float32 pixels
-  -> logits [Q, ways] float32, probabilities [Q, ways] float32, classes [Q] int32.
+Signatures of a classifier exported with the training source's `ImageContract` (train.py
+always passes it), the serving contract 2 recorded in tf_meta.json as "serving_contract":
+  serving_default: support_images [S, H, W, C] float32, pixels 0-255 as the data source
+    provides them (any H and W, C 1 or 3: raw Omniglot as TFDS gives it), support_labels
+    [S] int32 in [0, ways), query_images [Q, H', W', C'] -> logits [Q, ways],
+    probabilities [Q, ways], classes [Q] int32. The contract's preprocessing
+    (`data.images.to_model_pixels`) runs in the graph.
+  encoded: the same with support_images [S] and query_images [Q] strings, PNG/JPEG/GIF/BMP
+    bytes (TF Serving REST: {"b64": "..."}), decoded in the graph.
+  named, encoded_named: as serving_default and encoded, plus support_class_names [ways]
+    string -> also class_names [Q] string.
+  preprocessed: serving contract 1, the model's own pixels: support_images
+    [S, *input_shape] float32 0-255 after the preprocessing (bright strokes on black for
+    Omniglot), support_labels, query_images [Q, *input_shape].
+Exported with only an input shape (no contract), serving_default and named take the model's
+own pixels, as preprocessed does, and there are no encoded signatures.
 Ways are read from the support labels, so one export answers any N-way K-shot request
 (MAML and Reptile: up to the size of their head). MAML and Reptile run their test-time
-inner loop inside this signature. Regression learners (sinusoids) take support_x [S, 1],
+inner loop inside these signatures. Regression learners (sinusoids) take support_x [S, 1],
 support_y [S, 1], query_x [Q, 1] and answer predictions [Q, 1].
 
 `export_adapted` writes a learner already adapted to one support set as a plain model:
-images -> probabilities, classes (regression: x -> predictions).
+images -> probabilities, classes, class_names (regression: x -> predictions).
 
-Served images are float32 pixels in [0, 255] (`check_values`), and a request has size
-bounds set at export (MAX_SUPPORT, MAX_QUERIES, MAX_WAYS); both are checked in the graph.
+Requests are checked in the graph (`check_request`, `images.check_source_pixels`): pixel
+ranges, polarity, sizes, and the bounds set at export (MAX_SUPPORT, MAX_QUERIES, MAX_WAYS,
+MAX_VALUES); a refused request is an InvalidArgumentError naming what to change.
 """
 
+import base64
 import errno
 import json
 import os
@@ -29,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta import training
+from tf_meta.data import images
 from tf_meta.episode import Episode, num_ways
 
 
@@ -36,6 +51,11 @@ from tf_meta.episode import Episode, num_ways
 # stays far below them (Meta-Dataset's largest episodes: 50 ways, 500 support images, ~500
 # queries); at them one request peaks at ~1-2 GB for a Conv-4 learner (README, Serving).
 MAX_SUPPORT, MAX_QUERIES, MAX_WAYS = 1000, 1000, 100
+# The most pixel values one image-array input may hold before its preprocessing (2**26
+# float32 values, 256 MB): 1,000 raw 105x105x3 Omniglot images are 33M. Larger images go
+# through the encoded signatures, which decode and shrink one image at a time.
+MAX_VALUES = 2 ** 26
+SERVING_CONTRACT = 2  # serving_default takes images as the source provides them
 
 
 def next_version(base_path):
@@ -216,36 +236,132 @@ INPUTS = {"classification": Inputs("support_images", "support_labels", "query_im
           "regression": Inputs("support_x", "support_y", "query_x", tf.float32, (1,))}
 
 
-def request_body(support_images, support_labels, query_images):
-    """A TF Serving REST predict body (columnar "inputs" form) for `serving_default`.
+def request_body(support_images, support_labels, query_images, support_class_names=None):
+    """A TF Serving REST predict body (columnar "inputs" form) for an episode signature.
 
     Args:
-      support_images: [S, *input_shape] pixels; support_labels: [S] ints;
-      query_images: [Q, *input_shape] pixels. Arrays or tensors.
+      support_images: [S, H, W, C] pixels (serving_default, preprocessed) or a list of S
+        encoded images as bytes (encoded: sent as {"b64": ...}); support_labels: [S] ints;
+        query_images: as support_images; support_class_names: None, or [ways] strings
+        (the named signatures).
     Returns:
       {"inputs": {...}} with plain nested lists, ready for json.dump.
     """
     def plain(x):
+        if isinstance(x, (list, tuple)) and x and isinstance(x[0], bytes):
+            return [{"b64": base64.b64encode(b).decode("ascii")} for b in x]
         x = np.asarray(x)
         return (x.astype(np.int64) if np.issubdtype(x.dtype, np.integer) else x).tolist()
 
-    return {"inputs": {"support_images": plain(support_images),
-                       "support_labels": plain(support_labels),
-                       "query_images": plain(query_images)}}
+    inputs = {"support_images": plain(support_images), "support_labels": plain(support_labels),
+              "query_images": plain(query_images)}
+    if support_class_names is not None:
+        inputs["support_class_names"] = [str(n) for n in support_class_names]
+    return {"inputs": inputs}
+
+
+def _with_class_names(outputs, class_names):
+    """`outputs` plus class_names [Q] string: `class_names` [ways] at the answered classes.
+
+    Raises (in the graph) unless there is exactly one name per class of the request.
+    """
+    ways = tf.shape(outputs["probabilities"])[-1]
+    check = tf.debugging.assert_equal(
+        tf.size(class_names), ways, message="support_class_names must hold one name per "
+        "class, the names of support labels 0..ways-1 in order")
+    with tf.control_dependencies([check]):
+        return {**outputs, "class_names": tf.gather(class_names, outputs["classes"])}
+
+
+NAMES_SPEC = tf.TensorSpec([None], tf.string, "support_class_names")
+
+
+def _source_images(kind, contract, name, bound, max_count, exporter):
+    """(TensorSpec, convert) of one input of images as the source provides them.
+
+    kind "pixels": [n, H, W, C] float32 pixel arrays; "encoded": [n] strings of image bytes.
+    convert(x) -> [n, *contract.input_shape] float32 model pixels: the count is checked
+    against the export's `bound` (= `max_count`) before any pixel is read, then the
+    pixels (`images.check_source_pixels`) or each image's declared size, then the
+    contract's preprocessing runs.
+    """
+    def counted(x):
+        check = check_bound(tf.shape(x)[0], bound, max_count, name.replace("_", " "), exporter)
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+
+    if kind == "pixels":
+        def convert(x):
+            x = images.check_source_pixels(counted(x), name, contract, MAX_VALUES)
+            return images.to_model_pixels(x, contract)
+        return tf.TensorSpec([None] * 4, tf.float32, name), convert
+
+    def convert(x):
+        return images.decode_to_model_pixels(counted(x), contract, images.MAX_SIDE ** 2, name)
+    return tf.TensorSpec([None], tf.string, name), convert
+
+
+SOURCE_KINDS = {"serving_default": "pixels", "encoded": "encoded"}  # signature -> input kind
+
+
+def episode_signatures(learner, input_shape, image_contract, bounds, transductive):
+    """The signatures of a classifier's export: name -> (function, input signature).
+
+    One traced function (`serving_outputs` on model pixels) answers every signature; the
+    others convert their inputs and call it, so the learner's graph is saved once.
+    """
+    model = INPUTS["classification"].signature(input_shape)
+
+    @tf.function(input_signature=model)
+    def answer(support_images, support_labels, query_images):
+        return serving_outputs(learner, support_images, support_labels, query_images,
+                               input_shape, bounds, transductive)
+
+    def named(fn):
+        def with_names(support_images, support_labels, query_images, support_class_names):
+            return _with_class_names(fn(support_images, support_labels, query_images),
+                                     support_class_names)
+        return with_names
+
+    def call(support_images, support_labels, query_images):  # calls `answer`, not a copy
+        return answer(support_images, support_labels, query_images)
+
+    def from_source(support, query):
+        def converted(support_images, support_labels, query_images):
+            return answer(support(support_images), support_labels, query(query_images))
+        return converted
+
+    signatures = {"preprocessed": (call, model)}
+    if image_contract is None:
+        return {**signatures, "serving_default": (call, model),
+                "named": (named(call), [*model, NAMES_SPEC])}
+    for signature, kind in SOURCE_KINDS.items():
+        support_spec, support = _source_images(kind, image_contract, "support_images",
+                                               "max_support", bounds["max_support"],
+                                               "export_learner")
+        query_spec, query = _source_images(kind, image_contract, "query_images",
+                                           "max_queries", bounds["max_queries"],
+                                           "export_learner")
+        inputs = [support_spec, model[1], query_spec]
+        signatures[signature] = (from_source(support, query), inputs)
+        signatures["named" if kind == "pixels" else "encoded_named"] = (
+            named(from_source(support, query)), [*inputs, NAMES_SPEC])
+    return signatures
 
 
 def export_learner(learner, base_path, input_shape, version=None, metadata=None,
                    max_support=MAX_SUPPORT, max_queries=MAX_QUERIES, max_ways=MAX_WAYS,
-                   transductive=False):
-    """Writes `learner` as a TF Serving model version with the episode signature.
+                   transductive=False, image_contract=None):
+    """Writes `learner` as a TF Serving model version with the episode signatures.
 
     Args:
       learner: a built MetaLearner.
       base_path: the TF Serving model base path, e.g. saved_models/protonet.
-      input_shape: shape of one input example, e.g. (28, 28, 1).
+      input_shape: shape of one input example (model pixels), e.g. (28, 28, 1).
       version: integer version; default next_version(base_path) when the export is done.
       metadata: optional JSON-able dict, written to <version>/assets.extra/tf_meta.json
-        with the request bounds added as "request_bounds".
+        with the request bounds ("request_bounds"), the image contract ("image_contract")
+        and the signatures' inputs ("signatures") added.
       max_support, max_queries, max_ways: the largest request served: support images,
         query images, classes (at most the head's). A larger request is refused in the
         graph, before it costs memory. Classification only: a regression request is points.
@@ -253,6 +369,9 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None,
         Networks normalise a request's queries as one BatchNorm batch (the papers' tests:
         one query then moves the answers to the others). Default: each query is answered
         on its own (`serving_outputs`). Recorded in tf_meta.json as "queries".
+      image_contract: the training source's data.ImageContract (`Source.image_contract`):
+        serving_default and encoded then take images as that source provides them and
+        preprocess them in the graph. None: every signature takes model pixels.
 
     Returns:
       Path of the written version folder.
@@ -261,45 +380,57 @@ def export_learner(learner, base_path, input_shape, version=None, metadata=None,
       OSError: the export could not be written (one line: base path and cause); nothing
         is left behind.
     """
-    bounds = None
     metadata = {**(metadata or {}),
                 "queries": "one batch (transductive)" if transductive else "each on its own"}
-    if not learner.regression:
-        bounds = request_bounds(learner, max_support, max_queries, max_ways)
-        metadata["request_bounds"] = bounds
-
-    def serve(support, labels, query):
-        if learner.regression:  # targets, not labels: no class checks apply
-            episode = Episode(support, labels, query, None)
+    if learner.regression:  # targets, not labels: no class checks apply
+        def serve(support, targets, query):
+            episode = Episode(support, targets, query, None)
             return learner.outputs(learner.query_logits(episode, training=False) if transductive
                                    else learner.independent_query_logits(episode))
-        return serving_outputs(learner, support, labels, query, input_shape, bounds,
-                               transductive)
+        signatures = {"serving_default": (serve, INPUTS["regression"].signature(input_shape))}
+    else:
+        _check_contract(image_contract, input_shape)
+        bounds = request_bounds(learner, max_support, max_queries, max_ways)
+        metadata["request_bounds"] = {**bounds, "max_values": MAX_VALUES}
+        metadata["image_contract"] = image_contract and image_contract.to_json()
+        signatures = episode_signatures(learner, input_shape, image_contract, bounds,
+                                        transductive)
+    return _write_version(learner, signatures, base_path, version, metadata)
 
-    signature = INPUTS[learner.task].signature(input_shape)
-    return _write_version(learner, serve, signature, base_path, version, metadata)
+
+def _check_contract(image_contract, input_shape):
+    if image_contract is not None and tuple(image_contract.input_shape) != tuple(input_shape):
+        raise ValueError(f"image_contract makes {image_contract.input_shape} pixels but the "
+                         f"learner takes {tuple(input_shape)}")
 
 
 def export_adapted(learner, support_images, support_labels, base_path, version=None,
-                   metadata=None, max_queries=MAX_QUERIES, transductive=False):
+                   metadata=None, max_queries=MAX_QUERIES, transductive=False,
+                   image_contract=None, class_names=None):
     """Writes the learner adapted to one support set as a plain classifier model version.
 
     MAML/FOMAML/Reptile run their test-time inner loop once, here; the export holds the
     adapted weights (and the support set, which BatchNorm's batch statistics may use), and
-    its `serving_default` signature is
-      images [n, *input_shape] float32 pixels -> probabilities [n, ways], classes [n] int32,
+    its signatures are
+      serving_default: images [n, H, W, C] float32 pixels as the source provides them
+        (model pixels [n, *input_shape] without an image_contract),
+      encoded: images [n] strings of PNG/JPEG/GIF/BMP bytes (with an image_contract),
+      preprocessed: images [n, *input_shape] model pixels,
+      -> probabilities [n, ways], classes [n] int32, class_names [n] string,
     answering exactly what `learner.independent_score(adapted weights, episode)`
     answers in memory (`score` with `transductive=True`).
 
     Args:
       learner: a built learner that adapts at test time (declares ADAPTS: has `adapt` and
         `score`).
-      support_images: [S, *input_shape] pixels; support_labels: [S] int in [0, ways).
-      base_path, version, metadata: as in export_learner.
+      support_images: [S, *input_shape] model pixels; support_labels: [S] int in [0, ways).
+      base_path, version, metadata, image_contract: as in export_learner.
       max_queries: the most images one request may hold (classification; recorded in
         tf_meta.json as "request_bounds").
       transductive: as in export_learner: by default each image is answered on its own
         (`learner.independent_score`), else all images of a request as the test's batch.
+      class_names: [ways] names of the support classes, answered as class_names and
+        recorded in tf_meta.json; default "0", "1", ...
 
     Returns:
       Path of the written version folder.
@@ -309,35 +440,59 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
                          "with export_learner, whose requests carry their support set")
     support_images = tf.cast(support_images, tf.float32)
     support_labels = tf.cast(support_labels, INPUTS[learner.task].label_dtype)
+    input_shape = tuple(support_images.shape[1:])
     if not learner.regression:
-        check_request(support_images, support_labels, support_images,
-                      support_images.shape[1:], learner.max_ways)
+        _check_contract(image_contract, input_shape)
+        check_request(support_images, support_labels, support_images, input_shape,
+                      learner.max_ways)
     fast = [tf.constant(w) for w in learner.adapt(support_images, support_labels,
                                                    training=False)]
-    bounds = None
     metadata = {**(metadata or {}),
                 "queries": "one batch (transductive)" if transductive else "each on its own"}
-    if not learner.regression:  # points, not images: a curve may be asked at many
-        bounds = {"max_queries": request_bounds(learner, max_queries=max_queries)["max_queries"]}
-        metadata["request_bounds"] = bounds
 
-    def serve(images):
-        images = tf.ensure_shape(images, [None, *support_images.shape[1:]])  # see check_request
-        checks = [check_values(images, "images")]
-        if bounds is not None:
-            checks.append(check_bound(tf.shape(images)[0], "max_queries", bounds["max_queries"],
-                                      "images", "export_adapted"))
+    def score(x):
+        episode = Episode(support_images, support_labels, x, None)
+        return learner.outputs(learner.score(fast, episode, training=False) if transductive
+                               else learner.independent_score(fast, episode))
+
+    model = tf.TensorSpec([None, *input_shape], tf.float32, "images")
+    if learner.regression:  # points, not images: a curve may be asked at many
+        return _write_version(learner, {"serving_default": (score, [model])}, base_path,
+                              version, metadata)
+    ways = int(tf.reduce_max(support_labels)) + 1
+    names = [str(n) for n in class_names] if class_names is not None else [
+        str(c) for c in range(ways)]
+    if len(names) != ways:
+        raise ValueError(f"class_names has {len(names)} names for the {ways} support classes")
+    metadata.update(request_bounds={"max_queries": request_bounds(
+        learner, max_queries=max_queries)["max_queries"], "max_values": MAX_VALUES},
+        image_contract=image_contract and image_contract.to_json(), class_names=names)
+
+    @tf.function(input_signature=[model])
+    def answer(x):
+        x = tf.ensure_shape(x, [None, *input_shape])  # see check_request
+        checks = [check_values(x, "images"),
+                  check_bound(tf.shape(x)[0], "max_queries", max_queries, "images",
+                              "export_adapted")]
         with tf.control_dependencies(checks):
-            images = tf.identity(images)
-        episode = Episode(support_images, support_labels, images, None)
-        logits = (learner.score(fast, episode, training=False) if transductive
-                  else learner.independent_score(fast, episode))
-        outputs = learner.outputs(logits)
+            outputs = score(tf.identity(x))
         outputs.pop("logits", None)  # the adapted export answers probabilities and classes
-        return outputs
+        return {**outputs, "class_names": tf.gather(tf.constant(names), outputs["classes"])}
 
-    signature = [tf.TensorSpec([None, *support_images.shape[1:]], tf.float32, "images")]
-    return _write_version(learner, serve, signature, base_path, version, metadata)
+    def converted(convert):
+        def serve(images):
+            return answer(convert(images))
+        return serve
+
+    signatures = {"preprocessed": (converted(tf.identity), [model])}
+    if image_contract is None:
+        signatures["serving_default"] = signatures["preprocessed"]
+    else:
+        for signature, kind in SOURCE_KINDS.items():
+            spec, convert = _source_images(kind, image_contract, "images", "max_queries",
+                                           max_queries, "export_adapted")
+            signatures[signature] = (converted(convert), [spec])
+    return _write_version(learner, signatures, base_path, version, metadata)
 
 
 TEMP_PREFIX = ".export-"  # + writer pid + "-": a folder TF Serving ignores (not an integer)
@@ -358,8 +513,9 @@ def _remove_abandoned_exports(base_path):
             continue
 
 
-def _write_version(learner, serve, signature, base_path, version, metadata):
-    """Saves `serve` as serving_default into base_path/<version>, atomically.
+def _write_version(learner, signatures, base_path, version, metadata):
+    """Saves `signatures` (name -> (function, input signature)) into base_path/<version>,
+    atomically, with their inputs listed in the metadata's "signatures".
 
     The SavedModel is written to a hidden temporary folder beside the versions and renamed
     into place, so TF Serving (which polls for integer folders) never sees a partial one
@@ -383,9 +539,13 @@ def _write_version(learner, serve, signature, base_path, version, metadata):
         tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base_path)
         archive = keras.export.ExportArchive()
         archive.track(learner)
-        archive.add_endpoint(name="serving_default", fn=serve, input_signature=signature)
+        for name, (fn, signature) in signatures.items():
+            archive.add_endpoint(name=name, fn=fn, input_signature=signature)
         archive.write_out(tmp, verbose=False)
         if metadata is not None:
+            metadata = {**metadata, "serving_contract": SERVING_CONTRACT, "signatures": {
+                name: [spec.name for spec in signature]
+                for name, (_, signature) in sorted(signatures.items())}}
             os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
             with open(os.path.join(tmp, "assets.extra", "tf_meta.json"), "w") as f:
                 json.dump(metadata, f, indent=2, sort_keys=True)

@@ -8,13 +8,15 @@ import struct
 import numpy as np
 import tensorflow as tf
 
+from tf_meta.data import images
+
 # 4096x4096: decoded and cast to float32 for the resize, an RGB image of this size takes
 # about 0.25 GB. Few-shot benchmarks' images are far smaller (Omniglot 105², CUB ~500²);
 # a 24-megapixel photo (6000x4000) is refused and has to be shrunk first.
 MAX_PIXELS = 4096 * 4096
 
 
-def read(file, channels, max_pixels=MAX_PIXELS):
+def read(file, max_pixels=MAX_PIXELS):
     """The pixels of one PNG, JPEG, GIF (its first frame) or BMP file.
 
     Only a regular file (or a symbolic link to one) is opened: os.stat comes first, so the
@@ -23,11 +25,12 @@ def read(file, channels, max_pixels=MAX_PIXELS):
 
     Args:
       file: path of the image file.
-      channels: 1 (grayscale) or 3 (RGB).
       max_pixels: the most pixels (width x height, times the frames of a GIF) allowed.
 
     Returns:
-      [height, width, channels] float32 pixels in [0, 255].
+      [height, width, C] float32 pixels in [0, 255], as the file holds them: C is 1
+      (grayscale), 2 (grayscale and alpha), 3 (RGB) or 4 (RGBA); a palette BMP gives RGB.
+      `images.to_model_pixels` converts them, as a served export converts the same bytes.
 
     Raises:
       ValueError: one line naming the file: not a regular file, too large, unreadable.
@@ -46,7 +49,7 @@ def read(file, channels, max_pixels=MAX_PIXELS):
             raise ValueError(f"it is {size} = {frames * width * height:,} pixels, more than "
                              f"max_pixels={max_pixels:,}; shrink it, or pass a larger "
                              "max_pixels to tf_meta.data.folder")
-        image = _decode(contents, kind, channels)
+        image = _decode(contents, kind)
     except OSError as e:  # a broken or looping link, no permission
         raise ValueError(f"cannot read image {file!r}: {e.strerror or e}; remove it or replace it "
                          "with an image file") from None
@@ -110,17 +113,13 @@ def _gif_frame_sizes(contents):
     return sizes
 
 
-def _decode(contents, kind, channels):
-    """[H, W, channels] float32 pixels of a file `_header_size` accepted."""
-    if kind in ("png", "jpeg"):  # their decoders convert to 1 or 3 channels themselves
-        return tf.cast(tf.io.decode_image(contents, channels=channels,
-                                          expand_animations=False), tf.float32)
-    # BMP: 1 (palette indices), 3 or 4 channels; GIF: the first frame, RGB.
-    image = tf.io.decode_image(contents, expand_animations=False)
-    if image.shape[-1] == 1:
+def _decode(contents, kind):
+    """[H, W, C] float32 pixels of a file `_header_size` accepted, as `images.decode` gives
+    them (the decoder a served export runs), but a palette BMP's indices mapped to RGB."""
+    image = images.decode(contents)
+    if kind == "bmp" and image.shape[-1] == 1:
         image = tf.gather(_bmp_palette(contents), tf.cast(image[..., 0], tf.int32))
-    image = tf.cast(image[..., :3], tf.float32)  # drops alpha, as decode_png does
-    return tf.image.rgb_to_grayscale(image) if channels == 1 else image
+    return tf.cast(image, tf.float32)
 
 
 def _bmp_palette(contents):

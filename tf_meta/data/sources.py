@@ -6,12 +6,13 @@ episode with a couple of gathers. Splits are made over *classes*, never examples
 
 import json
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tf_meta.data import image_files
+from tf_meta.data.images import ImageContract, to_model_pixels
 
 OMNIGLOT_EXAMPLES_PER_CLASS = 20
 SPLIT_SCHEMES = ("vinyals", "lake")
@@ -29,12 +30,16 @@ class Source(NamedTuple):
         (the TFDS label for Omniglot); rotated copies of a character share it, which is
         what makes "no character in two splits" checkable.
       names: tuple of `classes` readable names, e.g. "Hebrew_0/rot090".
+      image_contract: for image sources, the ImageContract that made `examples` from the
+        images as the dataset provides them (an export serves those images through it);
+        None for feature vectors.
     """
 
     examples: np.ndarray
     counts: np.ndarray
     labels: np.ndarray
     names: tuple
+    image_contract: Optional[ImageContract] = None
 
     @property
     def num_classes(self):
@@ -55,7 +60,7 @@ def omniglot(split_scheme="vinyals", image_size=28, data_dir=None, download=True
     """Omniglot from TFDS, both TFDS splits pooled (1,623 characters), split by class.
 
     Images are resized to `image_size`² grayscale with strokes bright on a dark
-    background (uint8; learners rescale to [0, 1] in-graph).
+    background (uint8; learners rescale to [0, 1] in-graph): `omniglot_contract`.
 
     Split schemes:
       vinyals: the Matching-Nets / ProtoNet split (1,028 / 172 / 423 characters), every
@@ -89,26 +94,32 @@ def omniglot(split_scheme="vinyals", image_size=28, data_dir=None, download=True
         raise ValueError(f"cannot load TFDS omniglot from {where} ({type(e).__name__}); set "
                          "TFDS_DATA_DIR to a folder with omniglot/3.0.0 prepared, or allow "
                          "the download") from None
-    images = _to_characters(dataset, image_size)
+    contract = omniglot_contract(image_size)
+    images = _to_characters(dataset, contract)
     label_names = info.features["label"].names
     ids = _split_ids(split_scheme)
     splits = {}
     for name, chars in ids.items():
         rotate = split_scheme == "vinyals" or name == "train"
-        splits[name] = _rotated_source(images, chars, label_names, rotate)
+        splits[name] = _rotated_source(images, chars, label_names, rotate, contract)
     return splits
 
 
-def _to_characters(dataset, image_size):
+def omniglot_contract(image_size=28):
+    """The ImageContract of the Omniglot source: TFDS's images, inverted and shrunk."""
+    return ImageContract(image_size, image_size, 1, invert=True,
+                         source="TFDS omniglot: 105x105x3 uint8, dark strokes on white")
+
+
+def _to_characters(dataset, contract):
     """TFDS records (105x105x3 black on white) -> [1623, 20, s, s, 1] uint8 white on black.
 
     Images are shrunk inside the tf.data pipeline, so the full-size images are never all
     in memory at once.
     """
     def shrink(example):
-        gray = 255.0 - tf.cast(example["image"][..., :1], tf.float32)
-        small = tf.image.resize(gray, [image_size, image_size], method="area")
-        return _to_uint8(small), example["label"]
+        small = to_model_pixels(example["image"][None], contract)[0]
+        return tf.cast(small, tf.uint8), example["label"]
 
     images, labels = [], []
     for small, label in dataset.map(shrink, num_parallel_calls=tf.data.AUTOTUNE).batch(2048):
@@ -116,7 +127,7 @@ def _to_characters(dataset, image_size):
         labels.append(label.numpy())
     order = np.argsort(np.concatenate(labels), kind="stable")
     images = np.concatenate(images)[order]
-    return images.reshape(-1, OMNIGLOT_EXAMPLES_PER_CLASS, image_size, image_size, 1)
+    return images.reshape(-1, OMNIGLOT_EXAMPLES_PER_CLASS, *contract.input_shape)
 
 
 def _split_ids(split_scheme):
@@ -128,7 +139,7 @@ def _split_ids(split_scheme):
         return {name: np.asarray(ids) for name, ids in json.load(f).items()}
 
 
-def _rotated_source(images, chars, label_names, rotate):
+def _rotated_source(images, chars, label_names, rotate, contract):
     """Source of `chars`; with `rotate`, each character as 4 classes (k·90° CCW)."""
     ks = range(4) if rotate else range(1)
     # Axes (2, 3) are H, W of [chars, examples, H, W, C]; np.rot90 turns counter-clockwise.
@@ -137,7 +148,7 @@ def _rotated_source(images, chars, label_names, rotate):
     labels = np.repeat(chars, len(ks)).astype(np.int64)
     names = tuple(f"{label_names[c]}/rot{90 * k:03d}" for c in chars for k in ks)
     counts = np.full(len(labels), images.shape[1], np.int32)
-    return Source(np.ascontiguousarray(examples), counts, labels, names)
+    return Source(np.ascontiguousarray(examples), counts, labels, names, contract)
 
 
 def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files.MAX_PIXELS):
@@ -157,6 +168,8 @@ def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files
       channels: 1 (grayscale) or 3 (RGB).
       invert: store 255 - pixel, e.g. to make dark-on-light drawings bright-on-dark
         like the Omniglot source.
+      The three make the source's ImageContract, which `images.to_model_pixels` applies
+      to each decoded file, as an export applies it to served images.
       max_pixels: the most pixels (width x height, times the frames of a GIF, all of
         which TF decodes) an image may declare; default image_files.MAX_PIXELS, 4096x4096.
 
@@ -169,6 +182,8 @@ def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files
     """
     if not os.path.isdir(path):
         raise ValueError(f"image folder {path!r} does not exist")
+    contract = ImageContract(image_size, image_size, channels, invert, source=(
+        "image files (PNG, JPEG, GIF, BMP) of any size" + (", dark on light" if invert else "")))
     classes = [d for d in _listing(path) if os.path.isdir(os.path.join(path, d))]
     if not classes:
         raise ValueError(f"image folder {path!r} has no class sub-folders")
@@ -178,13 +193,14 @@ def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files
                  if f.lower().endswith(IMAGE_EXTENSIONS)]
         if not files:
             raise ValueError(f"class folder {os.path.join(path, name)!r} has no images")
-        per_class.append([_read_image(os.path.join(path, name, f), image_size, channels, invert,
-                                      max_pixels) for f in files])
+        per_class.append([_read_image(os.path.join(path, name, f), contract, max_pixels)
+                          for f in files])
     counts = np.array([len(c) for c in per_class], np.int32)
     examples = np.zeros((len(classes), counts.max(), image_size, image_size, channels), np.uint8)
     for c, images in enumerate(per_class):
         examples[c, :len(images)] = images
-    return Source(examples, counts, np.arange(len(classes), dtype=np.int64), tuple(classes))
+    return Source(examples, counts, np.arange(len(classes), dtype=np.int64), tuple(classes),
+                  contract)
 
 
 def _listing(path):
@@ -195,18 +211,10 @@ def _listing(path):
         raise ValueError(f"cannot list folder {path!r}: {e.strerror}") from None
 
 
-def _read_image(file, image_size, channels, invert, max_pixels):
-    """[image_size, image_size, channels] uint8 pixels of one image file."""
-    image = image_files.read(file, channels, max_pixels)
-    image = tf.image.resize(image, [image_size, image_size], method="area")
-    if invert:
-        image = 255.0 - image
-    return _to_uint8(image).numpy()
-
-
-def _to_uint8(pixels):
-    """float pixels (any range) -> uint8, rounded and clipped to [0, 255]."""
-    return tf.cast(tf.round(tf.clip_by_value(pixels, 0.0, 255.0)), tf.uint8)
+def _read_image(file, contract, max_pixels):
+    """[*contract.input_shape] uint8 model pixels of one image file."""
+    image = image_files.read(file, max_pixels)
+    return tf.cast(to_model_pixels(image[None], contract)[0], tf.uint8).numpy()
 
 
 def folder_splits(path, fractions=(0.7, 0.15, 0.15), seed=0, **image_args):
@@ -250,14 +258,17 @@ def concatenate(*sources):
     width = max(s.examples.shape[1] for s in sources)
     examples = [np.pad(s.examples, [(0, 0), (0, width - s.examples.shape[1])]
                        + [(0, 0)] * (s.examples.ndim - 2)) for s in sources]
+    contracts = {s.image_contract for s in sources}
+    if len(contracts) > 1:
+        raise ValueError(f"cannot concatenate sources of different image contracts: {contracts}")
     return Source(np.concatenate(examples), np.concatenate([s.counts for s in sources]),
                   np.concatenate([s.labels for s in sources]),
-                  tuple(name for s in sources for name in s.names))
+                  tuple(name for s in sources for name in s.names), contracts.pop())
 
 
 def _subset(source, ids):
     return Source(source.examples[ids], source.counts[ids], source.labels[ids],
-                  tuple(source.names[i] for i in ids))
+                  tuple(source.names[i] for i in ids), source.image_contract)
 
 
 def synthetic(num_classes=30, examples_per_class=20, input_shape=(8,), noise=0.5, seed=0):
@@ -272,13 +283,15 @@ def synthetic(num_classes=30, examples_per_class=20, input_shape=(8,), noise=0.5
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(num_classes, 1, *input_shape))
     examples = means + noise * rng.normal(size=(num_classes, examples_per_class, *input_shape))
+    contract = None
     if len(input_shape) == 3:
         examples = np.clip(128 + 60 * examples, 0, 255).astype(np.uint8)
+        contract = ImageContract(*input_shape, source="synthetic uint8 pixels, model size")
     else:
         examples = examples.astype(np.float32)
     return Source(examples, np.full(num_classes, examples_per_class, np.int32),
                   np.arange(num_classes, dtype=np.int64),
-                  tuple(f"class_{c}" for c in range(num_classes)))
+                  tuple(f"class_{c}" for c in range(num_classes)), contract)
 
 
 def synthetic_splits(num_classes=60, seed=0, **kwargs):
