@@ -22,8 +22,9 @@ from tf_meta import ALGORITHMS, build_learner, data, export
 from tf_meta.algorithms import MANN, ProtoNet, Reptile, learner_class
 from tf_meta.episode import Episode
 
-REQUEST = ROOT / "docs" / "example_request.json"
-REQUEST_EPISODE = dict(ways=5, shots=1, query_shots=1, meta_batch_size=1, seed=0)
+# Ten Omniglot test images as the training source's pixels (serving contract 1), the
+# README's request for the preprocessed signature (tests/example_requests.py).
+REQUEST = ROOT / "docs" / "example_request_preprocessed.json"
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
@@ -141,14 +142,6 @@ def assert_same_logits(actual, expected, learner):
     # rounding differences between graph and eager kernels to ~1e-3 of the logits.
     atol = 2e-2 if isinstance(learner, Reptile) else 1e-3
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=atol)
-
-
-def test_readme_request_body_is_a_real_omniglot_test_episode(omniglot_splits):
-    episode = next(iter(data.make_episode_dataset(omniglot_splits["test"], **REQUEST_EPISODE)))
-    expected = export.request_body(episode.support_x[0], episode.support_y[0],
-                                   episode.query_x[0])
-    assert json.loads(REQUEST.read_text()) == expected
-    assert "docs/example_request.json" in (ROOT / "README.md").read_text()
 
 
 def test_round_trip_without_tf_meta_answers_the_readme_request(learner, exported, tmp_path, serve):

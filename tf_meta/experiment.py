@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tf_meta import data, datasets, distribute, evaluation, export, run_folder, training
 from tf_meta.algorithms import build_learner
-from tf_meta.version import VERSION
+from tf_meta.version import VERSION, source_commit
 
 
 class Result(NamedTuple):
@@ -162,9 +162,10 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
 
 
 def _export_metadata(config, scores):
-    """What an export records of its run: algorithm, test scores, flags, tf_meta version."""
+    """What an export records of its run: algorithm, test scores, flags, tf_meta version and
+    the git commit of its code (None when not run from a checkout)."""
     return {"algo": config.algo, "test": scores, "flags": config.to_flags().splitlines()[1:],
-            "tf_meta_version": VERSION}
+            "tf_meta_version": VERSION, "commit": source_commit()}
 
 
 def _write(path, text):
