@@ -123,10 +123,10 @@ def check_source_pixels(images, name, contract, max_values):
         mean = tf.reduce_mean(finite)
         checks.append(tf.debugging.Assert(
             mean >= 128.0,
-            [f"{name} have a dark background (mean pixel below 128), but this model's "
-             f"images are sent as its source provides them, dark on light ({contract.source}"
-             "): send them uninverted, or send model pixels to the 'preprocessed' "
-             "signature. Mean pixel:", mean]))
+            [f"{name} have a dark background (mean pixel below 128), but this model takes "
+             f"images as its source provides them, dark on light ({contract.source}): send "
+             "them uninverted, or send model pixels to the preprocessed signature. "
+             "Mean pixel:", mean]))
     with tf.control_dependencies(checks):
         return tf.identity(images)
 
@@ -219,8 +219,8 @@ def decode_to_model_pixels(encoded, contract, max_pixels, name):
             mean = tf.reduce_mean(convert_channels(image, contract.channels))
             check = tf.debugging.Assert(
                 mean >= 128.0, [f"{name}: an image has a dark background (mean pixel below "
-                                "128), but this model's images are dark on light as its "
-                                f"source provides them ({contract.source}). Mean pixel:",
+                                "128), but this model takes images as its source provides "
+                                f"them, dark on light ({contract.source}). Mean pixel:",
                                 mean])
             with tf.control_dependencies([check]):
                 image = tf.identity(image)
