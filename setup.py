@@ -15,6 +15,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tf_meta", "tf_meta.*"]),
     package_data={"tf_meta.data": ["omniglot_vinyals_split.json"]},
+    entry_points={"console_scripts": ["tf-meta=tf_meta.cli:main"]},
     install_requires=[
         "tensorflow>=2.16",  # Keras 3
         "tensorflow-datasets>=4.9",
