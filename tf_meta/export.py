@@ -291,14 +291,20 @@ def _source_images(kind, contract, name, bound, max_count, exporter):
             return tf.identity(x)
 
     if kind == "pixels":
+        spec = tf.TensorSpec([None] * 4, tf.float32, name)
+
         def convert(x):
             x = images.check_source_pixels(counted(x), name, contract, MAX_VALUES)
             return images.to_model_pixels(x, contract)
-        return tf.TensorSpec([None] * 4, tf.float32, name), convert
+    else:
+        spec = tf.TensorSpec([None], tf.string, name)
 
-    def convert(x):
-        return images.decode_to_model_pixels(counted(x), contract, images.MAX_SIDE ** 2, name)
-    return tf.TensorSpec([None], tf.string, name), convert
+        def convert(x):
+            return images.decode_to_model_pixels(counted(x), contract, images.MAX_SIDE ** 2,
+                                                 name)
+    # One traced function, called by each signature that takes this input (not a copy in
+    # each): an export traces and saves it once.
+    return spec, tf.function(convert, input_signature=[spec])
 
 
 SOURCE_KINDS = {"serving_default": "pixels", "encoded": "encoded"}  # signature -> input kind
