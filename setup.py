@@ -26,5 +26,9 @@ setup(
         "tensorboard",  # keras.callbacks.TensorBoard (tf.summary) since TF 2.20
     ],
     # plots: tf_meta.curves.plot, the learning-curve PNGs of docs/ (nothing else needs it)
-    extras_require={"plots": ["matplotlib"], "test": ["pytest", "pytest-xdist", "matplotlib"]},
+    # test: tensorflow-serving-api for the gRPC PredictRequests of tests/test_serving_contract.py;
+    # its versions follow TensorFlow's (2.21.0 requires tensorflow>=2.21), so with an older
+    # TensorFlow install the matching one, e.g. tensorflow-serving-api==2.20.*
+    extras_require={"plots": ["matplotlib"],
+                    "test": ["pytest", "pytest-xdist", "matplotlib", "tensorflow-serving-api"]},
 )
