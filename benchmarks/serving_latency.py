@@ -17,11 +17,16 @@ served graph with their declared `test_inner_steps`, and learners with a fixed h
 sequence covering the request's, ways x shots + 1). Each record names the export's
 `head_ways` and `test_inner_steps`.
 `--model_root` times existing exports instead, <model_root>/<algo>/<highest version>, as TF
-Serving would pick.
+Serving would pick. `--signature` picks the signature timed: where it takes images as the
+source provides them (an export with an image contract: serving_default, or encoded), the
+request holds `--source_size`² Omniglot-like drawings (dark strokes on white, one channel),
+as pixels or PNG bytes, and the time includes the preprocessing in the graph.
 
   python -m benchmarks.serving_latency
   python -m benchmarks.serving_latency --algos=protonet,maml --calls=500
   python -m benchmarks.serving_latency --model_root=saved_models --algos=protonet
+  python -m benchmarks.serving_latency --model_root=saved_models --algos=protonet,maml \
+      --requests=5x1 --signature=encoded
 """
 
 import json
@@ -47,6 +52,10 @@ flags.DEFINE_integer("calls", 200, "timed calls per request", lower_bound=1)
 flags.DEFINE_integer("warmup_calls", 10, "untimed calls after the first one")
 flags.DEFINE_string("model_root", None, "time existing exports <model_root>/<algo>/<version> "
                     "instead of exporting fresh learners")
+flags.DEFINE_string("signature", "serving_default", "the signature timed (serving_default, "
+                    "encoded, preprocessed)")
+flags.DEFINE_integer("source_size", 105, "side of the source images a signature that "
+                     "preprocesses is sent (Omniglot's 105)")
 flags.DEFINE_string("export_root", None, "where fresh exports go (default: a temporary "
                     "folder, removed at the end)")
 # Internal: the two kinds of worker process this script starts.
@@ -108,7 +117,8 @@ def export_all(root, algos, requests):
                   flush=True)
 
 
-def time_model(path, ways, shots, query_shots, calls, warmup_calls):
+def time_model(path, ways, shots, query_shots, calls, warmup_calls,
+               signature_name="serving_default", source_size=105):
     """The latency record of one SavedModel and request size, in a process without tf_meta."""
     if "tf_meta" in sys.modules:
         raise RuntimeError("the timing process must not import tf_meta")
@@ -117,22 +127,30 @@ def time_model(path, ways, shots, query_shots, calls, warmup_calls):
     import tensorflow as tf
 
     start = time.perf_counter()
-    signature = tf.saved_model.load(path).signatures["serving_default"]
+    signature = tf.saved_model.load(path).signatures[signature_name]
     load_seconds = time.perf_counter() - start
-    image_shape = signature.structured_input_signature[1]["support_images"].shape[1:]
+    spec = signature.structured_input_signature[1]["support_images"]
     rng = np.random.default_rng(0)
-    inputs = {  # pixels 0-255, labels 0..ways-1: the README's request format
-        "support_images": tf.constant(rng.uniform(0, 255, (ways * shots, *image_shape)),
-                                      tf.float32),
-        "support_labels": tf.constant(np.repeat(np.arange(ways), shots), tf.int32),
-        "query_images": tf.constant(rng.uniform(0, 255, (ways * query_shots, *image_shape)),
-                                    tf.float32)}
+
+    def images(n):
+        if spec.shape[1:].is_fully_defined():  # the model's own pixels, 0-255
+            return tf.constant(rng.uniform(0, 255, (n, *spec.shape[1:])), tf.float32)
+        drawings = np.where(rng.random((n, source_size, source_size, 1)) < 0.05, 0, 255)
+        if spec.dtype == tf.string:  # encoded: PNG bytes
+            return tf.constant([tf.io.encode_png(d.astype(np.uint8)).numpy()
+                                for d in drawings])
+        return tf.constant(drawings, tf.float32)
+
+    inputs = {"support_images": images(ways * shots),
+              "support_labels": tf.constant(np.repeat(np.arange(ways), shots), tf.int32),
+              "query_images": images(ways * query_shots)}
 
     def call():
         return {k: v.numpy() for k, v in signature(**inputs).items()}  # the answer is ready
 
     record = {"kind": "serving", "request": request_name(ways, shots), "ways": ways,
-              "shots": shots, "query_shots": query_shots, "model": path}
+              "shots": shots, "query_shots": query_shots, "model": path,
+              "signature": signature_name}
     start = time.perf_counter()
     try:
         logits = call()["logits"]
@@ -212,7 +230,8 @@ def serve_all(export_root, algos):
             [sys.executable, os.path.abspath(__file__), f"--time_model={row['path']}",
              f"--ways={row['ways']}", f"--shots={row['shots']}",
              f"--query_shots={FLAGS.query_shots}", f"--calls={FLAGS.calls}",
-             f"--warmup_calls={FLAGS.warmup_calls}"], bare, tempfile.gettempdir())
+             f"--warmup_calls={FLAGS.warmup_calls}", f"--signature={FLAGS.signature}",
+             f"--source_size={FLAGS.source_size}"], bare, tempfile.gettempdir())
         if error:
             print(json.dumps({**error, "algo": row["algo"]}), flush=True)
             ok = False
@@ -226,7 +245,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.time_model:  # before anything of this checkout is imported
         print(json.dumps(time_model(FLAGS.time_model, FLAGS.ways, FLAGS.shots, FLAGS.query_shots,
-                                    FLAGS.calls, FLAGS.warmup_calls)), flush=True)
+                                    FLAGS.calls, FLAGS.warmup_calls, FLAGS.signature,
+                                    FLAGS.source_size)), flush=True)
         return
     known = all_algos()
     algos = FLAGS.algos or known

@@ -23,6 +23,7 @@ LAYERS = [
      "tf_meta.curves"],
     ["tf_meta.datasets", "tf_meta.config", "tf_meta.run_folder"],
     ["tf_meta.experiment"],
+    ["tf_meta.predict", "tf_meta.cli"],  # the command line: reads exports, not the learners
 ]
 # Beyond the layering: learners never reach for episode sampling, training or the run.
 FORBIDDEN = {"tf_meta.algorithms": ["tf_meta.data"]}

@@ -495,3 +495,22 @@ def test_help_exits_0(argv, shown, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert all(option in out for option in shown)
+
+
+PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
+def test_every_algorithm_s_image_preprocessing_is_graph_ops_only(algo, exports):
+    """Decoding, resizing (and MAML/Reptile's inner loop) travel as TensorFlow ops: no
+    Python function in the graph, which TF Serving could not run."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(exports(algo)[1], "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    graph = saved.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    assert {"DecodeImage", "ResizeArea"} <= ops
+    assert not ops & PYTHON_OPS

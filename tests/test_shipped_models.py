@@ -84,13 +84,37 @@ def test_every_shipped_export_is_listed_small_and_described():
         assert {"command", "trained_at"} <= set(shipped)
 
 
+@pytest.fixture(scope="module")
+def answers(omniglot_splits, tmp_path_factory):
+    """name -> (its answers to the README requests, to the FIXED episodes' requests), from
+    one process without tf_meta (a TensorFlow start-up costs seconds)."""
+    requests, labels = fixed_episode_requests(omniglot_splits["test"])
+    bodies = readme_requests() + requests
+    folder = tmp_path_factory.mktemp("requests")
+    paths = []
+    for i, body in enumerate(bodies):
+        paths.append(folder / f"{i}.json")
+        paths[-1].write_text(json.dumps(body))
+    program = ("import sys; sys.path.insert(0, sys.argv[1]); import serve_like_tf_serving as s\n"
+               "bodies = [s.read(path) for path in sys.argv[3:]]\n"
+               "for model in sys.argv[2].split(','): s.answer(model, bodies)")
+    names = sorted(SHIPPED)
+    done = subprocess.run([sys.executable, "-c", program, str(ROOT / "tests"),
+                           ",".join(str(version_folder(n)) for n in names), *map(str, paths)],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=""))
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == len(names) * len(bodies)
+    per_model = [lines[i * len(bodies):(i + 1) * len(bodies)] for i in range(len(names))]
+    return {n: (mine[:3], mine[3:], labels) for n, mine in zip(names, per_model)}
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_the_readme_requests_get_the_recorded_answers(name, tmp_path):
+def test_the_readme_requests_get_the_recorded_answers(name, answers):
     """Raw pixels, PNG bytes and the training source's pixels of the same ten images get
     the same answers: the preprocessing in the graph is the training pipeline's."""
-    pixels, b64, preprocessed = (answer["outputs"]
-                                 for answer in serve(version_folder(name), readme_requests(),
-                                                     tmp_path))
+    pixels, b64, preprocessed = (answer["outputs"] for answer in answers[name][0])
     np.testing.assert_allclose(pixels["logits"], preprocessed["logits"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(b64["logits"], preprocessed["logits"], rtol=1e-5, atol=1e-5)
     assert pixels["classes"] == b64["classes"] == SHIPPED[name]["readme_classes"]
@@ -100,10 +124,9 @@ def test_the_readme_requests_get_the_recorded_answers(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_fixed_episodes_score_the_recorded_accuracy(name, omniglot_splits, tmp_path):
-    requests, labels = fixed_episode_requests(omniglot_splits["test"])
-    answers = serve(version_folder(name), requests, tmp_path)
-    correct = [np.equal(a["outputs"]["classes"], y) for a, y in zip(answers, labels)]
+def test_fixed_episodes_score_the_recorded_accuracy(name, answers):
+    _, fixed, labels = answers[name]
+    correct = [np.equal(a["outputs"]["classes"], y) for a, y in zip(fixed, labels)]
     assert float(np.mean(correct)) == SHIPPED[name]["fixed_episodes_accuracy"]
 
 
