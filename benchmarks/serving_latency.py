@@ -133,12 +133,12 @@ def time_model(path, ways, shots, query_shots, calls, warmup_calls,
     rng = np.random.default_rng(0)
 
     def images(n):
-        if spec.shape[1:].is_fully_defined():  # the model's own pixels, 0-255
-            return tf.constant(rng.uniform(0, 255, (n, *spec.shape[1:])), tf.float32)
         drawings = np.where(rng.random((n, source_size, source_size, 1)) < 0.05, 0, 255)
         if spec.dtype == tf.string:  # encoded: PNG bytes
             return tf.constant([tf.io.encode_png(d.astype(np.uint8)).numpy()
                                 for d in drawings])
+        if spec.shape[1:].is_fully_defined():  # the model's own pixels, 0-255
+            return tf.constant(rng.uniform(0, 255, (n, *spec.shape[1:])), tf.float32)
         return tf.constant(drawings, tf.float32)
 
     inputs = {"support_images": images(ways * shots),
@@ -193,7 +193,7 @@ def existing_exports(model_root, algos, requests):
     from tf_meta import export
     rows = []
     for algo in algos:
-        base = os.path.join(model_root, algo)
+        base = os.path.join(os.path.abspath(model_root), algo)  # the timing process runs elsewhere
         latest = export.next_version(base) - 1  # 0: none (ASCII-digit folders only)
         for ways, shots in requests:
             rows.append({"algo": algo, "ways": ways, "shots": shots,
