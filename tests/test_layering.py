@@ -15,7 +15,7 @@ from tf_meta import ALGORITHMS
 PACKAGE = ROOT / "tf_meta"
 # Episode -> data -> networks -> learners -> evaluating, training, exporting -> the run.
 LAYERS = [
-    ["tf_meta.episode", "tf_meta.version"],
+    ["tf_meta.episode", "tf_meta.version", "tf_meta.files"],
     ["tf_meta.data"],
     ["tf_meta.backbones", "tf_meta.distribute"],
     ["tf_meta.algorithms"],

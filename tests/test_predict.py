@@ -418,7 +418,7 @@ def test_a_malformed_command_line_is_refused_by_argparse(capsys):
     assert "argument --top_k/--top-k: must be at least 1, got 0" in capsys.readouterr().err
 
 
-ALLOWED_TF_META = {"tf_meta.data.image_files"}
+ALLOWED_TF_META = {"tf_meta.files", "tf_meta.data.image_files"}
 
 
 def test_predict_imports_only_tensorflow_numpy_the_stdlib_and_image_files():
@@ -476,7 +476,7 @@ def test_the_console_script_and_a_process_without_learner_code(exports, folders,
     assert isolated[1].splitlines()[:3] == good[1].splitlines()[:3]
     assert isolated[1].splitlines()[-1] == str([0, 2]) + " " + str([
         "tf_meta", "tf_meta.data", "tf_meta.data.image_files", "tf_meta.data.images",
-        "tf_meta.predict"])
+        "tf_meta.files", "tf_meta.predict"])
     assert [line for line in isolated[2].splitlines() if not NATIVE_LOG.match(line)] == [
         "tf-meta predict: error: query folder '.' has no images"]  # the empty cwd
 

@@ -20,7 +20,8 @@ from typing import NamedTuple, Optional
 import keras
 import tensorflow as tf
 
-from tf_meta import data, datasets, distribute, evaluation, export, run_folder, training
+from tf_meta import (data, datasets, distribute, evaluation, export, files, run_folder,
+                     training)
 from tf_meta.algorithms import build_learner
 from tf_meta.version import VERSION, source_commit
 
@@ -122,7 +123,8 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
             restored = training.Checkpoints(learner, checkpoints)
             restored.restore()  # raises, before anything is written, unless they read back
         if chief:  # --eval_only runs don't replace the run's flags
-            _write(os.path.join(workdir, run_folder.FLAGS_FILE), config.to_flags(model_dir=workdir))
+            files.write_whole(os.path.join(workdir, run_folder.FLAGS_FILE),
+                              config.to_flags(model_dir=workdir))
         with strategy.scope():
             training.fit(learner, streams.train, checkpoints, config.steps,
                          config.checkpoint_every, config.eval_every, validation=streams.val,
@@ -139,7 +141,7 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
     kind = f"{config.dataset}" if config.task == "regression" else f"{config.ways}way"
     stem = f"test_{kind}_{config.shots}shot"
     path = run_folder.result_path(workdir, stem, config.summary())
-    _write(path, json.dumps(scores, indent=2))
+    files.write_whole(path, json.dumps(scores, indent=2))
     if os.path.basename(path) != f"{stem}.json":
         lines.append(f"wrote {path} ({stem}.json holds an evaluation with other settings)")
     exported = adapted = None
@@ -166,20 +168,6 @@ def _export_metadata(config, scores):
     the git commit of its code (None when not run from a checkout)."""
     return {"algo": config.algo, "test": scores, "flags": config.to_flags().splitlines()[1:],
             "tf_meta_version": VERSION, "commit": source_commit()}
-
-
-def _write(path, text):
-    """Writes `text` to `path` whole or not at all (a temporary file renamed over it); a
-    file-system refusal (disk full, read-only) is one OSError line naming the file."""
-    temporary = path + ".partial"
-    try:
-        with tf.io.gfile.GFile(temporary, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(temporary, path, overwrite=True)
-    except (OSError, tf.errors.OpError) as e:
-        if tf.io.gfile.exists(temporary):
-            tf.io.gfile.remove(temporary)
-        raise OSError(f"cannot write {path}: {training.error_cause(e)}") from None
 
 
 def _prepare(config, workdir, strategy, train, overwrite):

@@ -60,6 +60,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from tf_meta import files
 from tf_meta.data import image_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # any case, as data.folder
@@ -370,15 +371,10 @@ def check_output(path):
 
 def write_atomically(path, text):
     """Writes `text` to `path` via a temporary file beside it, renamed into place."""
-    temporary = f"{path}.tmp-{os.getpid()}"
     try:
-        with tf.io.gfile.GFile(temporary, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(temporary, path, overwrite=True)
-    except (OSError, tf.errors.OpError) as e:
-        if tf.io.gfile.exists(temporary):
-            tf.io.gfile.remove(temporary)
-        raise PredictError(f"cannot write {path!r}: {one_line(e)}") from None
+        files.write_whole(path, text, f".tmp-{os.getpid()}")
+    except OSError as e:
+        raise PredictError(str(e)) from None
 
 
 def classify(args):
