@@ -101,12 +101,77 @@ def test_meta_gradient_through_conv_and_batchnorm_matches_finite_differences(flo
     assert abs(analytic - numeric) < 1e-6 * abs(numeric), (analytic, numeric)
 
 
-def test_the_finite_difference_check_catches_stock_keras_batchnorm(float64):
-    """Keras's own BatchNormalization stops the gradient through the mean in its variance."""
+def test_the_finite_difference_check_catches_stock_keras_batchnorm(float64, monkeypatch):
+    """Keras's own BatchNormalization stops the gradient through the mean in its variance:
+    kept (the replacement below switched off), the check sees the error."""
+    monkeypatch.setattr(backbones, "with_exact_batch_norm", lambda model: model)
     keras.utils.set_random_seed(3)
     learner = small_conv_bn_maml(keras.layers.BatchNormalization)
+    assert any(type(layer) is keras.layers.BatchNormalization
+               for layer in learner.backbone._flatten_layers())
     analytic, numeric = directional_derivatives(learner, fixed_episode(tf.float64))
     assert abs(analytic - numeric) > 1e-3 * abs(numeric), (analytic, numeric)
+
+
+def test_a_user_backbone_with_keras_batchnorm_gets_the_exact_meta_gradient(float64):
+    """MAML replaces a backbone's stock Keras BatchNormalization by the exact layer."""
+    keras.utils.set_random_seed(3)
+    learner = small_conv_bn_maml(keras.layers.BatchNormalization)
+    kinds = [type(layer) for layer in learner.backbone._flatten_layers()]
+    assert backbones.BatchNormalization in kinds and keras.layers.BatchNormalization not in kinds
+    analytic, numeric = directional_derivatives(learner, fixed_episode(tf.float64))
+    assert abs(analytic - numeric) < 1e-6 * abs(numeric), (analytic, numeric)
+
+
+def keras_bn_backbone():
+    """A functional backbone with a nested Sequential, stock BatchNormalization in both, and
+    moving statistics away from their initial values."""
+    inner = keras.Sequential([keras.layers.Conv2D(3, 3, padding="same"),
+                              keras.layers.BatchNormalization(momentum=0.5)])
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.BatchNormalization(epsilon=1e-2)(inner(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    model(tf.random.normal([4, 6, 6, 1]) * 9 + 3, training=True)  # moves the statistics
+    return model
+
+
+def test_the_replacement_keeps_weights_statistics_and_settings():
+    keras.utils.set_random_seed(0)
+    backbone = keras_bn_backbone()
+    learner = build_learner("maml", (6, 6, 1), ways=3, backbone=backbone)
+    norms = [layer for layer in learner.backbone._flatten_layers()
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [type(n) for n in norms] == [backbones.BatchNormalization] * 2
+    assert sorted((n.momentum, n.epsilon) for n in norms) == [(0.5, 1e-3), (0.99, 1e-2)]
+    for mine, theirs in zip(learner.backbone.weights, backbone.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    x = tf.random.normal([5, 6, 6, 1])
+    np.testing.assert_allclose(learner.backbone(x, training=False),
+                               backbone(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+class HoldsKerasBatchNorm(keras.layers.Layer):
+    """A custom layer holding a stock BatchNormalization: it cannot be rebuilt from config."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return self.norm(x, training=training)
+
+
+def test_a_backbone_whose_keras_batchnorm_cannot_be_replaced_is_refused_in_one_line():
+    backbone = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3),
+                                 HoldsKerasBatchNorm(), keras.layers.Flatten(),
+                                 keras.layers.Dense(3)])
+    with pytest.raises(ValueError) as error:
+        build_learner("maml", (6, 6, 1), ways=3, backbone=backbone)
+    message = str(error.value)
+    assert "\n" not in message and "cannot be replaced" in message
+    assert "tf_meta.backbones.BatchNormalization, or use first_order=True" in message
+    fomaml = build_learner("fomaml", (6, 6, 1), ways=3, backbone=backbone)  # first order: exact
+    assert fomaml.backbone is backbone
 
 
 class ExplicitBatchNormalization(backbones.BatchNormalization):
@@ -127,13 +192,15 @@ def meta_gradients_and_op_types(learner, episode):
     return [g.numpy() for g in grads()], op_types
 
 
-def test_fused_batchnorm_second_order_meta_gradient_equals_the_exact_one():
+def test_fused_batchnorm_second_order_meta_gradient_equals_the_exact_one(monkeypatch):
     """The fast float32 path (TF's fused kernel, its gradient differentiated again) is exact.
 
     Same weights, same episode, two inner steps: the meta-gradient through the fused kernel
     equals the one through explicit moments (the path checked by finite differences above)
-    to float32 round-off; stock Keras BatchNorm is caught by the same comparison.
+    to float32 round-off; stock Keras BatchNorm (kept: MAML's replacement switched off) is
+    caught by the same comparison.
     """
+    monkeypatch.setattr(backbones, "with_exact_batch_norm", lambda model: model)
     episode = fixed_episode(tf.float32)
     grads = {}
     for name, layer in [("fused", backbones.BatchNormalization),

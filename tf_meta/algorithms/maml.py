@@ -17,8 +17,10 @@ class MAML(FastWeightLearner):
     SGD steps of `inner_lr` on the support loss with fast weights
     (`fast_weights.sgd_adapt`); `score` is the query forward pass with those weights. The
     outer tape of `meta_gradients` differentiates through the inner loop: the exact
-    second-order meta-gradient, BatchNorm included (`backbones.BatchNormalization`), or the
-    first-order one with `first_order=True` (FOMAML, `ALGORITHMS["fomaml"]`).
+    second-order meta-gradient, BatchNorm included (`backbones.BatchNormalization`: a
+    backbone's stock Keras BatchNormalization is replaced by it, or refused where it cannot
+    be, `backbones.with_exact_batch_norm`), or the first-order one with `first_order=True`
+    (FOMAML, `ALGORITHMS["fomaml"]`).
 
     BatchNorm policy: `transductive=True` (the paper's and its reference code's) uses batch
     statistics in the inner and outer loop, at training and at test, so a test query batch
@@ -53,6 +55,8 @@ class MAML(FastWeightLearner):
     )
 
     def __init__(self, backbone, first_order=False, **kwargs):
+        if not first_order:  # Keras's BatchNormalization would make the second order wrong
+            backbone = backbones.with_exact_batch_norm(backbone)
         super().__init__(backbone, **kwargs)
         self.first_order = first_order
 
