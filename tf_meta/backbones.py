@@ -185,8 +185,8 @@ def with_exact_batch_norm(model):
     BatchNormalization (exact second derivatives), weights and moving statistics carried over.
 
     Keras's layer drops a term of the second derivative (its variance stops the gradient
-    through the mean): a 5.3% error in a float64 finite-difference check of the MAML
-    meta-gradient (tests/test_fast_weights.py). Sequential and functional models, nested
+    through the mean): in float64 the MAML meta-gradient of tests/test_fast_weights.py's
+    small Conv-BN network is 15% off its central difference, 2e-8 with the exact layer. Sequential and functional models, nested
     ones included, are cloned with keras.models.clone_model; a model without the stock
     layer is returned as it is.
 
