@@ -186,9 +186,9 @@ def with_exact_batch_norm(model):
 
     Keras's layer drops a term of the second derivative (its variance stops the gradient
     through the mean): in float64 the MAML meta-gradient of tests/test_fast_weights.py's
-    small Conv-BN network is 15% off its central difference, 2e-8 with the exact layer. Sequential and functional models, nested
-    ones included, are cloned with keras.models.clone_model; a model without the stock
-    layer is returned as it is.
+    small Conv-BN network is 15% off its central difference, 2e-8 with the exact layer.
+    Sequential and functional models, nested ones included, are cloned with
+    keras.models.clone_model; a model without the stock layer is returned as it is.
 
     Raises:
       ValueError: one line, when a stock layer sits where cloning cannot replace it (a
