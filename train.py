@@ -10,15 +10,51 @@ protocol (tf_meta/protocols.py).
   python train.py --flagfile=runs/protonet/flags.txt --ways=20 --eval_only
 """
 
+import contextlib
 import os
+import re
 import sys
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TF's start-up chatter out of the log
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, flags, logging  # noqa: E402
+# TensorFlow's native start-up lines: written to the stderr file descriptor before absl's
+# logging is set up, whatever TF_CPP_MIN_LOG_LEVEL says (twice: two libraries start).
+START_UP_NOISE = re.compile(
+    r"(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard)\.cc:"
+    r"|E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit"
+    r"|To enable the following instructions: .* in other operations, rebuild TensorFlow)")
 
-from tf_meta import config as run_config  # noqa: E402
-from tf_meta import experiment, training  # noqa: E402
+
+@contextlib.contextmanager
+def without_start_up_noise():
+    """Holds back what native code writes to stderr meanwhile, then passes on every line
+    but TensorFlow's start-up notices (START_UP_NOISE): a real error still shows."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if not START_UP_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
+with without_start_up_noise():
+    import tensorflow as tf
+    from absl import app, flags, logging
+
+    from tf_meta import config as run_config
+    from tf_meta import experiment, training
+
+    tf.config.list_physical_devices()  # CUDA's probe (cuInit) reports here, not mid-run
 
 FLAGS = flags.FLAGS
 DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
@@ -37,12 +73,20 @@ flags.DEFINE_bool("overwrite", False, "replace the run model_dir holds (its chec
                   "a run with other settings is refused")
 
 
+HELP = {"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+
+
 def parse_flags(argv):
-    """absl's parser, with flag errors as the one-line `train.py: error:` of every bad input."""
+    """absl's parser, with flag errors as the one-line `train.py: error:` of every bad input
+    and exit status 0 after a help flag (absl's own is 1)."""
     try:
         return FLAGS(argv)
     except flags.Error as e:
         sys.exit(f"train.py: error: {e}")
+    except SystemExit as e:
+        if e.code == 1 and HELP & set(argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def main(argv):

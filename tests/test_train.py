@@ -43,6 +43,10 @@ def test_tiny_run_writes_flags_checkpoint_results_and_a_servable_export(tmp_path
     result = json.loads((model_dir / "test_3way_1shot.json").read_text())
     assert result["episodes"] == 6 and 0 <= result["accuracy"] <= 1 and result["ci95"] >= 0
     assert (export_dir / "1" / "saved_model.pb").is_file()
+    # Quiet: none of TensorFlow's native start-up lines (I0000 ... port.cc, cuInit, ...),
+    # nor Keras's warning that it ignores shuffle=True for a dataset.
+    assert not [line for line in done.stderr.splitlines() if FOREIGN.match(line)], done.stderr
+    assert "shuffle=True" not in done.stderr, done.stderr
 
     # --flagfile replays the run's flags; --eval_only restores its checkpoint.
     again = run_train([f"--flagfile={model_dir / 'flags.txt'}", "--eval_only", "--ways=4"],
@@ -50,6 +54,15 @@ def test_tiny_run_writes_flags_checkpoint_results_and_a_servable_export(tmp_path
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((model_dir / "test_4way_1shot.json").read_text())["episodes"] == 6
     assert sorted(os.listdir(export_dir)) == ["1", "2"]
+
+
+def test_help_exits_0_with_the_usage_and_no_start_up_noise(tmp_path):
+    """absl exits 1 after --help; train.py 0, as a help should."""
+    for flag in ("--help", "--helpfull"):
+        done = run_train([flag], tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.startswith("Meta-trains a tf_meta learner") and "--algo" in done.stdout
+        assert not [line for line in done.stderr.splitlines() if FOREIGN.match(line)]
 
 
 # The command line itself: absl's parser, flag files, and the library's errors as one line.

@@ -156,7 +156,8 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
         learner.fit(train_stream(start=start), steps_per_epoch=checkpoint_every,
                     initial_epoch=start // checkpoint_every, epochs=steps // checkpoint_every,
                     validation_data=validation, validation_freq=eval_every // checkpoint_every,
-                    callbacks=[guard, *callbacks])
+                    callbacks=[guard, *callbacks],
+                    shuffle=False)  # episodes come shuffled: Keras warns it ignores shuffle=True
     if guard.diverged_at is not None:
         last = checkpoints.manager.latest_checkpoint
         kept = (f"the last good checkpoint (step {_step_of(last)}) is kept in {directory}"
