@@ -197,3 +197,28 @@ def test_a_checkpoint_holds_every_variable_of_the_learner_and_its_optimizer(algo
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     for a, b in zip(saved.optimizer.variables, resumed.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+@pytest.mark.parametrize("algo", ["protonet", "maml"])
+def test_fit_evaluate_and_predict_take_tuples_and_dicts_of_the_episode_fields(algo):
+    """Keras users' datasets: (support_x, support_y, query_x, query_y) tuples or dicts with
+    the field names, and predictions without query_y, answer as Episodes do."""
+    source = data.synthetic(20, 10, (28, 28, 1))
+    episodes = data.make_episode_dataset(source, 5, 1, 2, 2, seed=0).take(2)
+    as_tuples = episodes.map(lambda e: tuple(e))
+    as_dicts = episodes.map(lambda e: e._asdict())
+    unlabelled = episodes.map(lambda e: {k: v for k, v in e._asdict().items() if k != "query_y"})
+    answers = []
+    for stream in (episodes, as_tuples, as_dicts):
+        keras.utils.set_random_seed(0)
+        learner = tf_meta.build_learner(algo, (28, 28, 1), ways=5)
+        learner.compile(optimizer=learner.meta_optimizer(1e-3, 10, 10, 1.0))
+        learner.fit(stream, epochs=1, verbose=0)
+        answers.append((learner.evaluate(stream, verbose=0, return_dict=True)["loss"],
+                        learner.predict(unlabelled, verbose=0)))
+    for loss, logits in answers[1:]:
+        np.testing.assert_allclose(loss, answers[0][0], rtol=1e-5)
+        np.testing.assert_allclose(logits, answers[0][1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="an episode dict has the keys"):
+        from tf_meta.episode import as_episode
+        as_episode({"support_x": 1, "query": 2})

@@ -22,6 +22,34 @@ class Episode(NamedTuple):
     query_y: tf.Tensor
 
 
+def as_episode(data):
+    """An Episode from what a dataset yields or a caller passes.
+
+    Args:
+      data: an Episode; a tuple or list of its fields in order (support_x, support_y,
+        query_x[, query_y]); or a dict with those field names (query_y may be left out,
+        for predictions).
+    Returns:
+      Episode (query_y None when left out).
+    Raises:
+      ValueError: one line naming the fields expected and what was given.
+    """
+    if isinstance(data, Episode):
+        return data
+    fields = Episode._fields
+    if isinstance(data, dict):
+        unknown, missing = sorted(set(data) - set(fields)), [f for f in fields[:3] if f not in data]
+        if unknown or missing:
+            raise ValueError(f"an episode dict has the keys {fields} (query_y may be left out); "
+                             f"got {sorted(data)}")
+        return Episode(*(data.get(f) for f in fields))
+    if isinstance(data, (tuple, list)) and len(data) in (3, 4):
+        return Episode(*data, *([None] * (4 - len(data))))
+    raise ValueError(f"expected an Episode, or a tuple or dict of its fields {fields}; got "
+                     f"{type(data).__name__}" + (f" of {len(data)}" if isinstance(
+                         data, (tuple, list)) else ""))
+
+
 def num_ways(support_y):
     """Number of classes in an episode, read from its support labels.
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tf_meta import backbones, distribute
 from tf_meta.algorithms import hyperparameters
-from tf_meta.episode import Episode
+from tf_meta.episode import Episode, as_episode
 
 LOGITS_SPEC = tf.TensorSpec([None, None], tf.float32)
 TASKS = ("classification", "regression")
@@ -173,17 +173,22 @@ class MetaLearner(keras.Model):
     _maybe_symbolic_build = distribute.build_optimizer_only
 
     def train_step(self, episodes):
+        episodes = as_episode(episodes)  # datasets of tuples or dicts of the fields too
         grads, loss, logits = self.meta_gradients(episodes)
         grads = distribute.replica_gradients(grads, self.finish_gradients)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._track(loss, episodes.query_y, logits)
 
     def test_step(self, episodes):
+        episodes = as_episode(episodes)
         logits = self.batch_logits(episodes, training=False)
         loss = tf.reduce_mean(self.query_loss(episodes.query_y, logits), axis=0)
         return self._track(loss, episodes.query_y, logits)
 
     def predict_step(self, episodes):
+        episodes = as_episode(episodes)
+        if episodes.query_y is None:  # left out for a prediction; no learner's logits read it
+            episodes = episodes._replace(query_y=tf.zeros(tf.shape(episodes.query_x)[:2], tf.int32))
         return self.batch_logits(episodes, training=False)
 
     def episode_scores(self, episodes, each_on_its_own=False):
