@@ -219,6 +219,10 @@ def test_fit_evaluate_and_predict_take_tuples_and_dicts_of_the_episode_fields(al
     for loss, logits in answers[1:]:
         np.testing.assert_allclose(loss, answers[0][0], rtol=1e-5)
         np.testing.assert_allclose(logits, answers[0][1], rtol=1e-4, atol=1e-4)
+    batch = next(iter(episodes))
+    for one in (batch, tuple(batch)[:3], {k: v for k, v in batch._asdict().items()}):
+        np.testing.assert_allclose(learner.predict_on_batch(one), answers[-1][1][:2],
+                                   rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="an episode dict has the keys"):
         from tf_meta.episode import as_episode
         as_episode({"support_x": 1, "query": 2})

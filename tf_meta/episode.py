@@ -28,7 +28,8 @@ def as_episode(data):
     Args:
       data: an Episode; a tuple or list of its fields in order (support_x, support_y,
         query_x[, query_y]); or a dict with those field names (query_y may be left out,
-        for predictions).
+        for predictions); or a 1-tuple holding one of these (Keras's predict_on_batch
+        packs its x so).
     Returns:
       Episode (query_y None when left out).
     Raises:
@@ -36,6 +37,8 @@ def as_episode(data):
     """
     if isinstance(data, Episode):
         return data
+    if isinstance(data, tuple) and len(data) == 1:
+        return as_episode(data[0])
     fields = Episode._fields
     if isinstance(data, dict):
         unknown, missing = sorted(set(data) - set(fields)), [f for f in fields[:3] if f not in data]
