@@ -63,7 +63,6 @@ import tensorflow as tf
 from tf_meta import files
 from tf_meta.data import image_files
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # any case, as data.folder
 EACH_ON_ITS_OWN = "each on its own"  # tf_meta.json "queries" of a non-transductive export
 RE_EXPORT = ("re-export it with this tf_meta (train.py, or export.export_learner / "
              "export_adapted with image_contract=<the source's ImageContract>)")
@@ -151,22 +150,18 @@ def signature_of(meta, version, support):
 
 
 def listing(folder):
-    """Sorted names in `folder`, hidden ones (starting with ".") left out."""
+    """Sorted names in `folder`, hidden ones (starting with ".") left out, as data.folder."""
     try:
-        return sorted(n for n in os.listdir(folder) if not n.startswith("."))
-    except OSError as e:
-        raise PredictError(f"cannot list folder {folder!r}: {e.strerror or e}") from None
-
-
-def is_image_name(name):
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+        return image_files.listing(folder)
+    except ValueError as e:
+        raise PredictError(str(e)) from None
 
 
 def image_names(folder, class_folder):
     """Sorted paths of the entries of `folder` named like images. In a class folder all of
     them (image_files.read then refuses anything but an image file, a folder too, as
     data.folder does); elsewhere folders are class folders, left out."""
-    return [os.path.join(folder, n) for n in listing(folder) if is_image_name(n)
+    return [os.path.join(folder, n) for n in listing(folder) if image_files.is_image_name(n)
             and (class_folder or not os.path.isdir(os.path.join(folder, n)))]
 
 

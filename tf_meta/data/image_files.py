@@ -14,6 +14,24 @@ from tf_meta.data import images
 # about 0.25 GB. Few-shot benchmarks' images are far smaller (Omniglot 105², CUB ~500²);
 # a 24-megapixel photo (6000x4000) is refused and has to be shrunk first.
 MAX_PIXELS = 4096 * 4096
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # any case
+
+
+def is_image_name(name):
+    """Whether a file name ends in one of IMAGE_EXTENSIONS, in any case."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def listing(path):
+    """The sorted names in directory `path`, without hidden ones (starting with ".").
+
+    Raises:
+      ValueError: one line, when the folder cannot be listed.
+    """
+    try:
+        return sorted(n for n in os.listdir(path) if not n.startswith("."))
+    except OSError as e:
+        raise ValueError(f"cannot list folder {path!r}: {e.strerror or e}") from None
 
 
 def read(file, max_pixels=MAX_PIXELS):

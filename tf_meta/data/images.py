@@ -110,25 +110,51 @@ def check_source_pixels(images, name, contract, max_values):
             message=f"{name} hold more than {max_values:,} values, the bound of this export"),
     ]
     with tf.control_dependencies(checks):
-        finite = tf.debugging.assert_all_finite(images, f"{name} has NaN or Inf")
+        finite, checked = check_pixels(images, name)
+    checks = [checked]
+    if contract.invert:
+        checks.append(check_light_background(
+            tf.reduce_mean(finite), f"{name} have", contract,
+            ": send them uninverted, or send model pixels to the preprocessed signature"))
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
+
+
+def check_pixels(images, name):
+    """In-graph checks that `images` [n, H, W, C] are pixels 0-255, in order: finite, in
+    [0, 255], and not scaled to [0, 1] (the commonest client mistake: a largest pixel in
+    (0, 1], where under 0-255 nothing would be brighter than 1/255; all zeros passes, the
+    same images under either scale). In order, so a NaN is named as such, not as out of range.
+
+    Returns:
+      (`images` after the finite check, the last check: None when run eagerly).
+    """
+    finite = tf.debugging.assert_all_finite(images, f"{name} has NaN or Inf")
     low, high = tf.reduce_min(finite), tf.reduce_max(finite)
     in_range = f"{name} must be pixels in [0, 255]"
     checks = [tf.debugging.assert_greater_equal(low, 0.0, message=in_range),
-              tf.debugging.assert_less_equal(high, 255.0, message=in_range),
-              tf.debugging.Assert(
-                  tf.logical_or(high > 1.0, high <= 0.0),
-                  [f"{name} looks scaled to [0, 1] (its largest pixel is <= 1): send pixels "
-                   "0-255, multiply by 255. Largest pixel:", high])]
-    if contract.invert:
-        mean = tf.reduce_mean(finite)
-        checks.append(tf.debugging.Assert(
-            mean >= 128.0,
-            [f"{name} have a dark background (mean pixel below 128), but this model takes "
-             f"images as its source provides them, dark on light ({contract.source}): send "
-             "them uninverted, or send model pixels to the preprocessed signature. "
-             "Mean pixel:", mean]))
+              tf.debugging.assert_less_equal(high, 255.0, message=in_range)]
     with tf.control_dependencies(checks):
-        return tf.identity(images)
+        return finite, tf.debugging.Assert(
+            tf.logical_or(high > 1.0, high <= 0.0),
+            [f"{name} looks scaled to [0, 1] (its largest pixel is <= 1): send pixels 0-255, "
+             "multiply by 255. Largest pixel:", high])
+
+
+def check_light_background(mean, subject, contract, advice=""):
+    """In-graph check, for a contract that inverts, that source images have a light
+    background: `mean` (their mean pixel) at least 128. Else they were inverted already (the
+    model's own pixels), and the inversion would turn them into their negatives.
+
+    Args:
+      mean: scalar float32; subject: the message's start, e.g. "query_images have";
+      contract: ImageContract; advice: appended to the message, e.g. ": send ...".
+    """
+    return tf.debugging.Assert(
+        mean >= 128.0,
+        [f"{subject} a dark background (mean pixel below 128), but this model takes images "
+         f"as its source provides them, dark on light ({contract.source}){advice}. "
+         "Mean pixel:", mean])
 
 
 def decode(contents):
@@ -216,12 +242,9 @@ def decode_to_model_pixels(encoded, contract, max_pixels, name):
         with tf.control_dependencies([check]):
             image = tf.cast(decode(contents), tf.float32)[None]
         if contract.invert:
-            mean = tf.reduce_mean(convert_channels(image, contract.channels))
-            check = tf.debugging.Assert(
-                mean >= 128.0, [f"{name}: an image has a dark background (mean pixel below "
-                                "128), but this model takes images as its source provides "
-                                f"them, dark on light ({contract.source}). Mean pixel:",
-                                mean])
+            check = check_light_background(
+                tf.reduce_mean(convert_channels(image, contract.channels)),
+                f"{name}: an image has", contract)
             with tf.control_dependencies([check]):
                 image = tf.identity(image)
         return to_model_pixels(image, contract)[0]

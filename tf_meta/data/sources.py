@@ -16,7 +16,6 @@ from tf_meta.data.images import ImageContract, to_model_pixels
 
 OMNIGLOT_EXAMPLES_PER_CLASS = 20
 SPLIT_SCHEMES = ("vinyals", "lake")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 class Source(NamedTuple):
@@ -156,7 +155,7 @@ def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files
 
     Files and folders whose names start with "." (.DS_Store, macOS's ._x.png,
     .ipynb_checkpoints/) are ignored. Every other file named like an image
-    (IMAGE_EXTENSIONS, any case) must be a PNG, JPEG, GIF or BMP regular file, or a
+    (image_files.IMAGE_EXTENSIONS, any case) must be a PNG, JPEG, GIF or BMP regular file, or a
     symbolic link to one: a directory, FIFO, socket, broken or looping link of such a
     name is refused, not skipped, so no image is silently left out. This check uses
     os.stat, so folders are local paths. The size an image declares in its header is
@@ -184,13 +183,13 @@ def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files
         raise ValueError(f"image folder {path!r} does not exist")
     contract = ImageContract(image_size, image_size, channels, invert, source=(
         "image files (PNG, JPEG, GIF, BMP) of any size" + (", dark on light" if invert else "")))
-    classes = [d for d in _listing(path) if os.path.isdir(os.path.join(path, d))]
+    classes = [d for d in image_files.listing(path) if os.path.isdir(os.path.join(path, d))]
     if not classes:
         raise ValueError(f"image folder {path!r} has no class sub-folders")
     per_class = []
     for name in classes:
-        files = [f for f in _listing(os.path.join(path, name))
-                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        files = [f for f in image_files.listing(os.path.join(path, name))
+                 if image_files.is_image_name(f)]
         if not files:
             raise ValueError(f"class folder {os.path.join(path, name)!r} has no images")
         per_class.append([_read_image(os.path.join(path, name, f), contract, max_pixels)
@@ -201,14 +200,6 @@ def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files
         examples[c, :len(images)] = images
     return Source(examples, counts, np.arange(len(classes), dtype=np.int64), tuple(classes),
                   contract)
-
-
-def _listing(path):
-    """The sorted names in directory `path`, without hidden ones (starting with ".")."""
-    try:
-        return sorted(n for n in os.listdir(path) if not n.startswith("."))
-    except OSError as e:
-        raise ValueError(f"cannot list folder {path!r}: {e.strerror}") from None
 
 
 def _read_image(file, contract, max_pixels):
