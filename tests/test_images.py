@@ -197,9 +197,22 @@ def palette_bmp():
     return out.getvalue()
 
 
+def compressed_bmp():
+    """An RGB BMP whose header says run-length compressed (BI_RLE8): TF's decoder would
+    read its bytes as plain pixels."""
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(out, format="BMP")
+    bmp = bytearray(out.getvalue())
+    bmp[30:34] = struct.pack("<I", 1)
+    return bytes(bmp)
+
+
 def test_encoded_images_it_cannot_answer_right_are_refused(protonet_signatures):
     good = [png(white(1, channels=1)[0].astype(np.uint8))] * 5
     cases = {
+        "a run-length compressed BMP": (compressed_bmp(),
+                                        "an OS/2 or run-length compressed BMP is not served"),
         "a 50000x50000 PNG header": (big_png_header(50000, 50000),
                                      "declares more than 16,777,216 pixels"),
         "a palette BMP": (palette_bmp(), "a palette image) is not served: send it as PNG"),

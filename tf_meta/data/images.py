@@ -179,7 +179,8 @@ def declared_pixels(contents):
     """Pixels (width x height, x frames for a GIF) that encoded image bytes declare.
 
     Read from the header, before decoding: PNG (IHDR), JPEG (tf.image.extract_jpeg_shape),
-    BMP (and a palette BMP is refused: its pixels decode as palette indices), GIF (the
+    BMP (a palette BMP is refused: its pixels decode as palette indices; so are OS/2 and
+    run-length compressed ones, as data.folder refuses them), GIF (the
     screen size times the count of image-descriptor bytes, an upper bound on its frames,
     all of which TF's decoder reads). Another format declares 0, and decode names it.
 
@@ -211,10 +212,19 @@ def declared_pixels(contents):
         return tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64))
 
     palette = tf.logical_and(bmp, _little_endian(_bytes_at(contents, 28, 2)) <= 8)
-    check = tf.debugging.Assert(tf.logical_not(palette),
-                                ["a BMP of 8 or fewer bits per pixel (a palette image) is not "
-                                 "served: send it as PNG"])
-    with tf.control_dependencies([check]):
+    # As data.folder refuses them (image_files): TF's decoder ignores the compression field
+    # and an OS/2 header, and would read run-length codes as pixels.
+    compression = _little_endian(_bytes_at(contents, 30, 4))
+    unsupported = tf.logical_and(bmp, tf.logical_or(
+        _little_endian(_bytes_at(contents, 14, 4)) < 40,
+        tf.logical_and(tf.not_equal(compression, 0), tf.not_equal(compression, 3))))
+    checks = [tf.debugging.Assert(tf.logical_not(unsupported),
+                                  ["an OS/2 or run-length compressed BMP is not served: send it "
+                                   "as PNG"]),
+              tf.debugging.Assert(tf.logical_not(palette),
+                                  ["a BMP of 8 or fewer bits per pixel (a palette image) is not "
+                                   "served: send it as PNG"])]
+    with tf.control_dependencies(checks):
         return tf.case([(png, lambda: big_endian(16) * big_endian(20)),
                         (jpeg, jpeg_pixels),
                         (gif, gif_pixels),
