@@ -26,9 +26,11 @@ setup(
         "tensorboard",  # keras.callbacks.TensorBoard (tf.summary) since TF 2.20
     ],
     # plots: tf_meta.curves.plot, the learning-curve PNGs of docs/ (nothing else needs it)
-    # test: tensorflow-serving-api for the gRPC PredictRequests of tests/test_serving_contract.py;
-    # its versions follow TensorFlow's (2.21.0 requires tensorflow>=2.21), so with an older
-    # TensorFlow install the matching one, e.g. tensorflow-serving-api==2.20.*
+    # test: tensorflow-serving-api for the gRPC PredictRequests of tests/test_serving_contract.py
+    # (its versions follow TensorFlow's: 2.21.0 requires tensorflow>=2.21, so with an older
+    # TensorFlow install the matching one, e.g. tensorflow-serving-api==2.20.*); build for
+    # the wheel tests/test_cli.py builds and installs
     extras_require={"plots": ["matplotlib"],
-                    "test": ["pytest", "pytest-xdist", "matplotlib", "tensorflow-serving-api"]},
+                    "test": ["pytest", "pytest-xdist", "matplotlib", "tensorflow-serving-api",
+                             "build"]},
 )

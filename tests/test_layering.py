@@ -15,15 +15,18 @@ from tf_meta import ALGORITHMS
 PACKAGE = ROOT / "tf_meta"
 # Episode -> data -> networks -> learners -> evaluating, training, exporting -> the run.
 LAYERS = [
-    ["tf_meta.episode", "tf_meta.version", "tf_meta.files"],
+    ["tf_meta.episode", "tf_meta.version", "tf_meta.files", "tf_meta.console"],
     ["tf_meta.data"],
     ["tf_meta.backbones", "tf_meta.distribute"],
     ["tf_meta.algorithms"],
+    ["tf_meta.progress"],
     ["tf_meta.evaluation", "tf_meta.training", "tf_meta.export", "tf_meta.protocols",
      "tf_meta.curves"],
     ["tf_meta.datasets", "tf_meta.config", "tf_meta.run_folder"],
     ["tf_meta.experiment"],
-    ["tf_meta.predict", "tf_meta.cli"],  # the command line: reads exports, not the learners
+    ["tf_meta.run_command"],  # the run's command line (train.py, tf-meta train|evaluate|export)
+    ["tf_meta.predict"],  # reads exports, not the learners
+    ["tf_meta.cli"],
 ]
 # Beyond the layering: learners never reach for episode sampling, training or the run.
 FORBIDDEN = {"tf_meta.algorithms": ["tf_meta.data"]}

@@ -1,39 +1,62 @@
 """The `tf-meta` command (console script): one subcommand a task.
 
-    tf-meta predict --model MODEL [--support DIR] --query DIR_OR_FILE [...] [--csv FILE]
-                    [--json FILE] [--top_k N]
+    tf-meta train    [--flags]   meta-train, evaluate and export a learner (= train.py)
+    tf-meta evaluate [--flags]   evaluate a trained run (--model_dir) on fixed test episodes
+    tf-meta export   [--flags]   export a trained run for TF Serving
+    tf-meta predict --model MODEL [--support DIR] --query DIR_OR_FILE [...]
 
-Subcommands: predict (`tf_meta.predict`). Each is a module with DESCRIPTION (its help,
-the first line the summary), add_arguments(parser) and run(args) -> exit status, so the
-command line of each lives beside its code.
+train, evaluate and export take the run's absl flags (`tf_meta.run_command`; `--helpfull`
+lists them all); predict has its own (`tf_meta.predict`, argparse: DESCRIPTION,
+add_arguments(parser), run(args)), and needs only an export. A command's module is
+imported when it runs, inside `console.without_start_up_noise`, so `tf-meta --help` loads
+no TensorFlow and no command shows TensorFlow's native start-up lines.
 """
 
 import argparse
 import sys
 
-from tf_meta import predict
+from tf_meta import console
 
-COMMANDS = {"predict": predict}  # name -> module: DESCRIPTION, add_arguments, run
+RUN_COMMANDS = {  # name -> summary; all three are `tf_meta.run_command`
+    "train": "meta-train, evaluate and export a learner (the same as train.py)",
+    "evaluate": "evaluate a trained run (--model_dir) on its fixed test episodes",
+    "export": "export a trained run for TF Serving (evaluated first: the export records it)",
+}
+PREDICT = "classify image files with an export, through its SavedModel alone"
 
 
 def parser():
-    """The argparse parser of `tf-meta` and its subcommands."""
+    """The argparse parser of `tf-meta` itself: its help, and unknown commands refused."""
     main_parser = argparse.ArgumentParser(
-        prog="tf-meta", description="Meta-learning for TensorFlow/Keras: commands.")
+        prog="tf-meta", description="Meta-learning for TensorFlow/Keras: commands. "
+        "`tf-meta COMMAND --help` describes each.")
     commands = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        sub = commands.add_parser(name, help=module.DESCRIPTION.split("\n")[0],
-                                  description=module.DESCRIPTION,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(sub).set_defaults(run=module.run)
+    for name, summary in {**RUN_COMMANDS, "predict": PREDICT}.items():
+        commands.add_parser(name, help=summary, add_help=False)
     return main_parser
 
 
 def main(argv=None):
-    """Parses `argv` (default sys.argv[1:]) and runs its subcommand; returns the exit status
-    (argparse exits 2 itself on a malformed command line, 0 after --help)."""
-    args = parser().parse_args(argv)
-    return args.run(args)
+    """Runs the subcommand `argv` (default sys.argv[1:]) names; returns its exit status
+    (argparse exits 2 itself on a malformed command line, 0 after --help; train, evaluate
+    and export exit themselves, as absl's app.run does)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else None
+    if command in RUN_COMMANDS:
+        from tf_meta import run_command  # holds back TF's start-up lines itself
+
+        prog = f"tf-meta {command}"
+        doc = f"{prog}: {RUN_COMMANDS[command]}.\n\n{run_command.__doc__}"
+        return run_command.main([prog, *argv[1:]], command, prog=prog, doc=doc)
+    if command == "predict":
+        with console.without_start_up_noise():
+            from tf_meta import predict
+        predict_parser = argparse.ArgumentParser(
+            prog="tf-meta predict", description=predict.DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        return predict.run(predict.add_arguments(predict_parser).parse_args(argv[1:]))
+    parser().parse_args(argv)  # help, or an error naming the commands
+    return 2
 
 
 if __name__ == "__main__":

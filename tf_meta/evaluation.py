@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_meta import console
 from tf_meta.data.pipeline import episode_stream
 from tf_meta.data.sampling import sample_episode
 
@@ -34,7 +35,8 @@ def evaluate_episodes(learner, dataset, verbose=1, each_on_its_own=False):
     Args:
       learner: MetaLearner.
       dataset: finite tf.data.Dataset of batched Episodes.
-      verbose: 1 shows a Keras progress bar.
+      verbose: 1 shows a Keras progress bar on a terminal (in a log, nothing: the result
+        is the line).
       each_on_its_own: score the answers a default export serves, each query on its own
         (`MetaLearner.independent_query_logits`), instead of the test's.
 
@@ -43,7 +45,8 @@ def evaluate_episodes(learner, dataset, verbose=1, each_on_its_own=False):
     """
     step = tf.function(lambda episodes: learner.episode_scores(episodes, each_on_its_own))
     total = int(dataset.cardinality())
-    bar = keras.utils.Progbar(total if total > 0 else None, verbose=verbose,
+    bar = keras.utils.Progbar(total if total > 0 else None,
+                              verbose=verbose if console.interactive() else 0,
                               unit_name="meta-batch")
     scores = []
     for episodes in dataset:

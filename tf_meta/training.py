@@ -28,6 +28,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tf_meta import progress
+
 
 class Diverged(RuntimeError):
     """The training loss or a weight became NaN or Inf; the last good checkpoint is kept."""
@@ -123,7 +125,7 @@ class CheckpointEvery(keras.callbacks.Callback):
 
 
 def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
-        validation=None, callbacks=(), restored=None):
+        validation=None, callbacks=(), restored=None, verbose=1):
     """Meta-trains `learner` to `steps` optimizer steps, resuming from `directory`.
 
     Args:
@@ -136,6 +138,7 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
       eval_every: steps between validation runs (on `validation`, if given).
       validation: optional tf.data.Dataset of validation meta-batches.
       callbacks: more Keras callbacks (TensorBoard, ...).
+      verbose: report progress in meta-steps (`progress.Progress`); 0: silent.
       restored: the `Checkpoints` of `directory`, already restored (a caller that must know
         the checkpoints read back before it writes anything); None: restored here.
 
@@ -156,7 +159,9 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
         learner.fit(train_stream(start=start), steps_per_epoch=checkpoint_every,
                     initial_epoch=start // checkpoint_every, epochs=steps // checkpoint_every,
                     validation_data=validation, validation_freq=eval_every // checkpoint_every,
-                    callbacks=[guard, *callbacks],
+                    callbacks=[guard, *([progress.Progress(steps)] if verbose else []),
+                               *callbacks],
+                    verbose=0,  # Keras's bar counts checkpoint intervals as epochs
                     shuffle=False)  # episodes come shuffled: Keras warns it ignores shuffle=True
     if guard.diverged_at is not None:
         last = checkpoints.manager.latest_checkpoint

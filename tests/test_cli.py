@@ -1,0 +1,116 @@
+"""The `tf-meta` command as a user gets it: a wheel built with `python -m build`, installed in
+a fresh venv, whose `tf-meta train|evaluate|export` run without the checkout; quiet output.
+
+The fresh venv takes TensorFlow and the other dependencies from the test's own environment
+through a .pth line (installing TensorFlow again would take minutes), never tf_meta: pip
+resolves the wheel's declared requirements against them with --no-index, and the command
+runs from a folder outside the checkout, so only the wheel's files can answer.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+
+import pytest
+
+from conftest import ROOT
+from test_train import FOREIGN, TINY
+
+pytest.importorskip("build", reason="the wheel test needs `build` (pip install -e .[test])")
+
+
+def run(args, cwd, timeout=300):
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(the fresh venv's tf-meta, the wheel's path, a work folder outside the checkout)."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: building writes build/ and *.egg-info beside setup.py
+    for name in ("setup.py", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name if source.exists() else _mkdir(source) / name)
+    shutil.copytree(ROOT / "tf_meta", source / "tf_meta",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    built = run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+                 "--outdir", str(root / "dist"), str(source)], root)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    wheel, = (root / "dist").glob("tf_meta-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    (site / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                     "install", "--quiet", "--no-index", str(wheel)], root)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    work = root / "work"
+    work.mkdir()
+    return venv / "bin" / "tf-meta", wheel, work
+
+
+def _mkdir(path):
+    path.mkdir()
+    return path
+
+
+def test_the_wheel_holds_the_package_its_data_the_license_and_the_command(installed):
+    _, wheel, _ = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "tf_meta/data/omniglot_vinyals_split.json" in names
+    assert any(n.endswith(".dist-info/LICENSE") for n in names)
+    entry_points, = [n for n in names if n.endswith("entry_points.txt")]
+    assert "tf-meta = tf_meta.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_tf_meta_help_lists_the_commands_at_once_and_train_help_exits_0(installed):
+    tf_meta, _, work = installed
+    top = run([str(tf_meta), "--help"], work)
+    assert top.returncode == 0
+    assert all(c in top.stdout for c in ("train", "evaluate", "export", "predict"))
+    for command in ("train", "evaluate", "export"):
+        done = run([str(tf_meta), command, "--help"], work)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.startswith(f"tf-meta {command}: ") and "--algo" in done.stdout
+        assert not [line for line in done.stderr.splitlines() if FOREIGN.match(line)]
+    unknown = run([str(tf_meta), "fit"], work)
+    assert unknown.returncode == 2 and "invalid choice: 'fit'" in unknown.stderr
+
+
+def test_the_help_loads_no_tensorflow():
+    done = subprocess.run([sys.executable, "-c", "import sys; import tf_meta.cli; "
+                           "print('tensorflow' in sys.modules)"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_installed_tf_meta_trains_evaluates_and_exports_a_tiny_run_quietly(installed):
+    tf_meta, _, work = installed
+    model_dir = work / "run"
+    trained = run([str(tf_meta), "train", *TINY, f"--model_dir={model_dir}",
+                   "--export_dir="], work)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "test accuracy 3-way 1-shot:" in trained.stdout
+    # One line a checkpoint interval, counted in meta-steps; no bar, no escape codes.
+    steps = [line.split()[1] for line in trained.stdout.splitlines() if line.startswith("step ")]
+    assert steps == ["2/4", "4/4"], trained.stdout
+    assert "\x1b[" not in trained.stdout and "\r" not in trained.stdout
+    assert "Epoch" not in trained.stdout
+    assert not [line for line in trained.stderr.splitlines() if FOREIGN.match(line)]
+    assert not trained.stderr.strip(), trained.stderr
+
+    # evaluate and export read the run's flags.txt: only what changes is said.
+    evaluated = run([str(tf_meta), "evaluate", f"--model_dir={model_dir}", "--ways=4"], work)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "test accuracy 4-way 1-shot:" in evaluated.stdout
+    assert json.loads((model_dir / "test_4way_1shot.json").read_text())["episodes"] == 6
+    assert "exported" not in evaluated.stdout  # evaluating exports only when asked
+    exported = run([str(tf_meta), "export", f"--model_dir={model_dir}",
+                    f"--export_dir={work / 'served'}"], work)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (work / "served" / "1" / "saved_model.pb").is_file()
+    assert not (work / "saved_models").exists() and not (work / "runs").exists()
