@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from conftest import ROOT
 from tf_meta import data
+from tf_meta.data.sources import split_ids
 
 SPLITS_DIR = ROOT.parent / "shared" / "data" / "omniglot" / "splits" / "vinyals"
 
@@ -151,3 +152,98 @@ def test_synthetic_splits_are_disjoint_and_typed():
     assert splits["train"].examples.dtype == np.float32
     images = data.synthetic(5, 4, (6, 6, 1))
     assert images.examples.dtype == np.uint8 and images.input_shape == (6, 6, 1)
+
+
+@pytest.mark.parametrize("classes,fractions,sizes", [
+    (10, (0.7, 0.15, 0.15), [6, 2, 2]),  # rounded 7/2/1: the test split takes one from train
+    (20, (0.7, 0.15, 0.15), [14, 3, 3]),  # as before
+    (6, (0.8, 0, 0.2), [4, 2]),  # no validation split
+])
+def test_split_fractions_give_every_split_two_classes_or_more(classes, fractions, sizes):
+    splits = split_ids(classes, fractions, seed=0)
+    assert [len(ids) for ids in splits.values()] == sizes
+    assert sorted(np.concatenate(list(splits.values()))) == list(range(classes))
+
+
+def test_too_few_classes_for_two_in_each_split_is_one_line():
+    with pytest.raises(ValueError, match=r"^5 class\(es\) are too few to split into train and "
+                       r"val and test classes, 2 or more each, by the fractions "):
+        split_ids(5, (0.7, 0.15, 0.15), seed=0)
+
+
+def test_folder_splits_read_size_and_channels_from_images_on_any_tensorflow_filesystem(tmp_path):
+    """ram:// stands for gs:// and the other filesystems TensorFlow reads (before: 'image
+    folder ... does not exist'): listed and read through tf.io.gfile, as a local copy."""
+    rng = np.random.default_rng(0)
+    for root in (str(tmp_path), "ram://tf_meta_sources/images"):
+        for c in range(6):
+            for i in range(2):
+                pixels = rng.integers(0, 256, (30, 30, 3)) if root == str(tmp_path) else (
+                    tf.io.decode_png(tf.io.read_file(f"{tmp_path}/c{c}/{i}.png")))
+                tf.io.write_file(f"{root}/c{c}/{i}.png", tf.io.encode_png(
+                    tf.constant(pixels, tf.uint8)))
+    local = data.folder_splits(str(tmp_path))
+    remote = data.folder_splits("ram://tf_meta_sources/images")
+    assert local["train"].input_shape == (30, 30, 3)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(remote[split].examples, local[split].examples)
+        assert remote[split].names == local[split].names
+    tf.io.gfile.makedirs("ram://tf_meta_sources/images/c0/x.png")
+    with pytest.raises(ValueError, match="x.png': it is a directory, not a regular file"):
+        data.folder("ram://tf_meta_sources/images")
+    with pytest.raises(ValueError, match="image folder 'ram://tf_meta_sources/no' does not"):
+        data.folder("ram://tf_meta_sources/no")
+
+
+def write_mixed_formats(root, per_class):
+    """Two classes of `per_class` files each, cycling through PNG (gray, RGBA), JPEG, GIF
+    (two frames), BMP (RGB, and 8-bit palette: the one `read` must read itself)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    kinds = [("png", "L"), ("png", "RGBA"), ("jpg", "RGB"), ("gif", "P"), ("bmp", "RGB"),
+             ("bmp", "P")]
+    for c in range(2):
+        os.makedirs(root / f"c{c}")
+        for i in range(per_class):
+            ext, mode = kinds[i % len(kinds)]
+            image = Image.fromarray(rng.integers(0, 256, (9 + i % 5, 12, 3), np.uint8))
+            frames = [image.convert(mode), image.transpose(0).convert(mode)]
+            frames[0].save(root / f"c{c}" / f"{i}.{ext}",
+                           **(dict(save_all=True, append_images=frames[1:]) if ext == "gif"
+                              else {}))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_many_images_are_decoded_in_parallel_as_read_reads_them(tmp_path, monkeypatch, channels):
+    """Before, every file went through image_files.read, one at a time; now only the files
+    the tf.data graph leaves to it (palette BMPs, whose palette it applies)."""
+    from tf_meta.data import image_files
+    write_mixed_formats(tmp_path, 40)  # 80 files: from PARALLEL_FROM (50) on, in parallel
+    read, calls = image_files.read, []
+    monkeypatch.setattr(image_files, "read", lambda *a: calls.append(a[0]) or read(*a))
+    parallel = data.folder(str(tmp_path), image_size=10, channels=channels)
+    assert calls and all(file.endswith(".bmp") for file in calls)
+    assert len(calls) < sum(parallel.counts) / 4
+    monkeypatch.setattr(image_files, "PARALLEL_FROM", 10**9)  # every file through `read`
+    np.testing.assert_array_equal(
+        parallel.examples, data.folder(str(tmp_path), image_size=10, channels=channels).examples)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (b"not an image", "Unknown image file format. One of PNG, JPEG, GIF, BMP required."),
+    (b"\x89PNG\r\n\x1a\n", "truncated header"),
+    (tf.io.encode_png(tf.zeros([3, 3, 1], tf.uint8)).numpy()[:-20], "cannot read image"),
+], ids=["junk", "truncated header", "truncated data"])
+def test_a_bad_file_among_many_is_named_as_read_names_it(tmp_path, monkeypatch, bad, message):
+    from tf_meta.data import image_files
+    make_folder(tmp_path, [image_files.PARALLEL_FROM // 2] * 2)
+    (tmp_path / "class1" / "5.png").write_bytes(bad)
+    with pytest.raises(ValueError) as parallel:
+        data.folder(str(tmp_path))
+    monkeypatch.setattr(image_files, "PARALLEL_FROM", 10**9)
+    with pytest.raises(ValueError) as serial:
+        data.folder(str(tmp_path))
+    assert str(parallel.value) == str(serial.value)
+    bad_file = str(tmp_path / "class1" / "5.png")
+    assert str(parallel.value).startswith(f"cannot read image {bad_file!r}: ")
+    assert message in str(parallel.value) and "\n" not in str(parallel.value)

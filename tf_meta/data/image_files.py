@@ -1,5 +1,12 @@
-"""One image file to pixels, safely: regular files only, the size read before decoding."""
+"""Image files to pixels, safely: regular files only, the size read before decoding.
 
+`read` reads one file; `read_many` decodes many in parallel through tf.data and leaves to
+`read` only the files its graph refuses, so both give the same pixels and the same one-line
+refusals. Paths are local, or on any TensorFlow filesystem (`scheme://...`: gs://, ram://),
+which tf.io.gfile lists and reads; a local file is checked with os.stat before it is opened.
+"""
+
+import contextlib
 import os
 import re
 import stat
@@ -15,11 +22,23 @@ from tf_meta.data import images
 # a 24-megapixel photo (6000x4000) is refused and has to be shrunk first.
 MAX_PIXELS = 4096 * 4096
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # any case
+READ_BATCH = 64  # decoded images handed from tf.data to numpy at a time
+PARALLEL_FROM = 50  # files: `read_many` decodes fewer one at a time (see there)
 
 
 def is_image_name(name):
     """Whether a file name ends in one of IMAGE_EXTENSIONS, in any case."""
     return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_remote(path):
+    """Whether `path` names a TensorFlow filesystem (gs://, ram://, ...), not a local path."""
+    return "://" in path
+
+
+def isdir(path):
+    """os.path.isdir for local paths, tf.io.gfile.isdir for remote ones."""
+    return tf.io.gfile.isdir(path) if is_remote(path) else os.path.isdir(path)
 
 
 def listing(path):
@@ -29,20 +48,53 @@ def listing(path):
       ValueError: one line, when the folder cannot be listed.
     """
     try:
-        return sorted(n for n in os.listdir(path) if not n.startswith("."))
+        names = ([n.rstrip("/") for n in tf.io.gfile.listdir(path)] if is_remote(path)
+                 else os.listdir(path))  # a bucket lists a folder as "name/"
     except OSError as e:
         raise ValueError(f"cannot list folder {path!r}: {e.strerror or e}") from None
+    except tf.errors.OpError as e:
+        raise ValueError(f"cannot list folder {path!r}: {e.message}") from None
+    return sorted(n for n in names if not n.startswith("."))
+
+
+@contextlib.contextmanager
+def _reading(file):
+    """Turns what goes wrong reading `file` into one ValueError line naming it."""
+    try:
+        yield
+    except OSError as e:  # a broken or looping link, no permission
+        raise ValueError(f"cannot read image {file!r}: {e.strerror or e}; remove it or replace it "
+                         "with an image file") from None
+    except (ValueError, tf.errors.OpError) as e:
+        reason = str(e) if isinstance(e, ValueError) else e.message
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", reason.splitlines()[0]).strip()
+        raise ValueError(f"cannot read image {file!r}: {reason}") from None
+
+
+def _check_regular(file):
+    """Raises unless `file` is a regular file or a link to one; never opens it (a FIFO would
+    block). Local: os.stat, which follows links. Remote: a folder is refused; a missing
+    file fails when it is read."""
+    if is_remote(file):
+        if tf.io.gfile.isdir(file):
+            raise ValueError("it is a directory, not a regular file; remove or rename it")
+        return
+    mode = os.stat(file).st_mode
+    if not stat.S_ISREG(mode):
+        what = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise ValueError(f"it is {what}, not a regular file; remove or rename it")
 
 
 def read(file, max_pixels=MAX_PIXELS):
     """The pixels of one PNG, JPEG, GIF (its first frame) or BMP file.
 
-    Only a regular file (or a symbolic link to one) is opened: os.stat comes first, so the
-    path is local. The size its header declares is checked against `max_pixels` before it
-    is decoded; a GIF counts all its frames, which TF's decoder reads.
+    Only a regular file (or a symbolic link to one) is opened (`_check_regular`). The size
+    its header declares is checked against `max_pixels` before it is decoded; a GIF counts
+    all its frames, which TF's decoder reads.
 
     Args:
-      file: path of the image file.
+      file: path of the image file, local or `scheme://...`.
       max_pixels: the most pixels (width x height, times the frames of a GIF) allowed.
 
     Returns:
@@ -53,13 +105,9 @@ def read(file, max_pixels=MAX_PIXELS):
     Raises:
       ValueError: one line naming the file: not a regular file, too large, unreadable.
     """
-    try:
-        mode = os.stat(file).st_mode  # follows symbolic links; never opens (a FIFO would block)
-        if not stat.S_ISREG(mode):
-            what = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a socket" if stat.S_ISSOCK(mode) else "a device")
-            raise ValueError(f"it is {what}, not a regular file; remove or rename it")
-        with open(file, "rb") as f:
+    with _reading(file):
+        _check_regular(file)
+        with tf.io.gfile.GFile(file, "rb") if is_remote(file) else open(file, "rb") as f:
             contents = f.read()
         kind, frames, width, height = _header_size(contents)
         if frames * width * height > max_pixels:
@@ -67,15 +115,73 @@ def read(file, max_pixels=MAX_PIXELS):
             raise ValueError(f"it is {size} = {frames * width * height:,} pixels, more than "
                              f"max_pixels={max_pixels:,}; shrink it, or pass a larger "
                              "max_pixels to tf_meta.data.folder")
-        image = _decode(contents, kind)
-    except OSError as e:  # a broken or looping link, no permission
-        raise ValueError(f"cannot read image {file!r}: {e.strerror or e}; remove it or replace it "
-                         "with an image file") from None
-    except (ValueError, tf.errors.OpError) as e:
-        reason = str(e) if isinstance(e, ValueError) else e.message
-        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", reason.splitlines()[0]).strip()
-        raise ValueError(f"cannot read image {file!r}: {reason}") from None
-    return image
+        return _decode(contents, kind)
+
+
+def read_many(files, transform, max_pixels=MAX_PIXELS):
+    """transform(pixels) of every image file, as `read` reads them, decoded in parallel.
+
+    Every file is first checked to be a regular file (`_check_regular`, in order, so a FIFO
+    is never opened). From PARALLEL_FROM files on, a tf.data map (AUTOTUNE parallel calls)
+    reads each file's bytes (tf.io.read_file), checks its header as `read` does
+    (`_decodes_in_graph`, the same `_header_size` and `max_pixels` bound, before decoding),
+    then decodes and transforms it. A file the graph does not decode (a palette BMP, whose
+    palette `read` applies; a corrupt, unknown or too large file) drops out of the stream and
+    is given to `read`, in order, which reads it with the same pixels or raises the one-line
+    error naming it. Fewer files are read by `read` alone: setting up the stream (~0.1 s,
+    a second or two on a process's first) then costs more than it saves (measured: 50
+    84x84 PNGs, 0.14 s in parallel, 0.17 s one at a time; 2,000, 2.7 s and 9.0 s).
+
+    Args:
+      files: [n] paths, local or `scheme://...`.
+      transform: [H, W, C] float32 pixels (as `read` returns them) -> one tensor of a fixed
+        shape, in TF ops (traced for the stream; run eagerly on what `read` reads).
+      max_pixels: as for `read`.
+
+    Returns:
+      [n, *shape] numpy array of the transformed images, in the order of `files`.
+
+    Raises:
+      ValueError: one line naming the first file (in order) that cannot be read.
+    """
+    for file in files:
+        with _reading(file):
+            _check_regular(file)
+    results = [None] * len(files)
+    if len(files) >= PARALLEL_FROM:
+        for index, values in _decoded_stream(files, transform, max_pixels).as_numpy_iterator():
+            for i, value in zip(index, values):
+                results[i] = value
+    for i, file in enumerate(files):
+        if results[i] is None:
+            results[i] = transform(read(file, max_pixels)).numpy()
+    return np.stack(results)
+
+
+def _decoded_stream(files, transform, max_pixels):
+    """tf.data stream of (indices, transformed images) of the `files` the graph decodes."""
+    def decode(index, file):
+        contents = tf.io.read_file(file)
+        decodes = tf.numpy_function(lambda c: _decodes_in_graph(c, max_pixels), [contents],
+                                    tf.bool, stateful=False)
+        with tf.control_dependencies([tf.debugging.Assert(decodes, ["left to read"])]):
+            return index, transform(tf.cast(images.decode(contents), tf.float32))
+
+    indices = tf.range(len(files), dtype=tf.int64)
+    return (tf.data.Dataset.from_tensor_slices((indices, tf.constant(files, tf.string)))
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .ignore_errors().batch(READ_BATCH))
+
+
+def _decodes_in_graph(contents, max_pixels):
+    """Whether `read_many`'s graph decodes these bytes as `read` would: their header passes
+    `read`'s checks and they are not a palette BMP (TF decodes its palette indices)."""
+    try:
+        kind, frames, width, height = _header_size(contents)
+    except ValueError:
+        return False
+    palette = kind == "bmp" and struct.unpack_from("<H", contents, 28)[0] <= 8
+    return not palette and 0 < frames * width * height <= max_pixels
 
 
 def _header_size(contents):

@@ -1,4 +1,4 @@
-"""Class-indexed in-memory sources: Omniglot (TFDS), user image folders, synthetic data.
+"""Class-indexed in-memory sources: Omniglot (TFDS), synthetic data; image folders: folders.py.
 
 A source holds every example of every class of one split, so the sampler can draw an
 episode with a couple of gathers. Splits are made over *classes*, never examples.
@@ -11,11 +11,11 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_meta.data import image_files
 from tf_meta.data.images import ImageContract, to_model_pixels
 
 OMNIGLOT_EXAMPLES_PER_CLASS = 20
 SPLIT_SCHEMES = ("vinyals", "lake")
+SPLITS = ("train", "val", "test")
 
 
 class Source(NamedTuple):
@@ -150,95 +150,49 @@ def _rotated_source(images, chars, label_names, rotate, contract):
     return Source(np.ascontiguousarray(examples), counts, labels, names, contract)
 
 
-def folder(path, image_size=28, channels=1, invert=False, max_pixels=image_files.MAX_PIXELS):
-    """A directory with one sub-folder of images per class, as a Source.
-
-    Files and folders whose names start with "." (.DS_Store, macOS's ._x.png,
-    .ipynb_checkpoints/) are ignored. Every other file named like an image
-    (image_files.IMAGE_EXTENSIONS, any case) must be a PNG, JPEG, GIF or BMP regular file, or a
-    symbolic link to one: a directory, FIFO, socket, broken or looping link of such a
-    name is refused, not skipped, so no image is silently left out. This check uses
-    os.stat, so folders are local paths. The size an image declares in its header is
-    checked against `max_pixels` before it is decoded. A GIF gives its first frame.
-
-    Args:
-      path: directory; each sub-folder is a class named after it (sorted order).
-      image_size: images are resized (area) to image_size x image_size.
-      channels: 1 (grayscale) or 3 (RGB).
-      invert: store 255 - pixel, e.g. to make dark-on-light drawings bright-on-dark
-        like the Omniglot source.
-      The three make the source's ImageContract, which `images.to_model_pixels` applies
-      to each decoded file, as an export applies it to served images.
-      max_pixels: the most pixels (width x height, times the frames of a GIF, all of
-        which TF decodes) an image may declare; default image_files.MAX_PIXELS, 4096x4096.
-
-    Returns:
-      Source, examples [classes, max images in a class, image_size, image_size, channels].
-
-    Raises:
-      ValueError, one line naming the path: missing or empty directory, a class without
-        images, an image that is not a regular file, too large or unreadable.
-    """
-    if not os.path.isdir(path):
-        raise ValueError(f"image folder {path!r} does not exist")
-    contract = ImageContract(image_size, image_size, channels, invert, source=(
-        "image files (PNG, JPEG, GIF, BMP) of any size" + (", dark on light" if invert else "")))
-    classes = [d for d in image_files.listing(path) if os.path.isdir(os.path.join(path, d))]
-    if not classes:
-        raise ValueError(f"image folder {path!r} has no class sub-folders")
-    per_class = []
-    for name in classes:
-        files = [f for f in image_files.listing(os.path.join(path, name))
-                 if image_files.is_image_name(f)]
-        if not files:
-            raise ValueError(f"class folder {os.path.join(path, name)!r} has no images")
-        per_class.append([_read_image(os.path.join(path, name, f), contract, max_pixels)
-                          for f in files])
-    counts = np.array([len(c) for c in per_class], np.int32)
-    examples = np.zeros((len(classes), counts.max(), image_size, image_size, channels), np.uint8)
-    for c, images in enumerate(per_class):
-        examples[c, :len(images)] = images
-    return Source(examples, counts, np.arange(len(classes), dtype=np.int64), tuple(classes),
-                  contract)
-
-
-def _read_image(file, contract, max_pixels):
-    """[*contract.input_shape] uint8 model pixels of one image file."""
-    image = image_files.read(file, max_pixels)
-    return tf.cast(to_model_pixels(image[None], contract)[0], tf.uint8).numpy()
-
-
-def folder_splits(path, fractions=(0.7, 0.15, 0.15), seed=0, **image_args):
-    """Train/val/test Sources from a folder tree.
-
-    If `path` has `train/` and `test/` sub-folders (and optionally `val/`), each holding
-    one folder per class, those are the splits. Otherwise `path` holds the class folders
-    and the classes are split by a seeded shuffle in the given fractions.
-
-    Returns:
-      dict split name -> Source.
-    """
-    if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
-        names = [n for n in ("train", "val", "test") if os.path.isdir(os.path.join(path, n))]
-        return {n: folder(os.path.join(path, n), **image_args) for n in names}
-    return split_classes(folder(path, **image_args), fractions, seed)
-
-
 def split_classes(source, fractions, seed):
-    """Disjoint train/val/test Sources from one Source, by a seeded class shuffle.
+    """Disjoint train/val/test Sources from one Source, by `split_ids`."""
+    return {name: _subset(source, ids)
+            for name, ids in split_ids(source.num_classes, fractions, seed).items()}
+
+
+def check_fractions(fractions, name="split fractions"):
+    """Raises ValueError, naming `name`, unless `fractions` is (train, val, test): each >= 0,
+    train and test above 0 (val 0: no validation split), summing to 1."""
+    if (len(fractions) != 3 or min(fractions) < 0 or not fractions[0] > 0
+            or not fractions[2] > 0 or abs(sum(fractions) - 1) > 1e-6):
+        raise ValueError(f"{name}: give three fractions, train,val,test, each >= 0, train and "
+                         "test above 0, summing to 1 (e.g. 0.7,0.15,0.15; 0.8,0,0.2 for no "
+                         "validation)")
+
+
+def split_ids(num_classes, fractions, seed):
+    """dict split -> sorted class ids: a seeded shuffle of `num_classes` classes, cut in
+    `fractions` (train, val, test).
+
+    Train's and val's shares are rounded (numpy's, half to even), test takes the rest. Then
+    a split of positive fraction with fewer than 2 classes (an episode has at least 2 ways)
+    takes them from the largest split: 10 classes at (0.7, 0.15, 0.15) give 6/2/2 (rounded:
+    7/2/1). A split of fraction 0 is left out.
 
     Raises:
-      ValueError: too few classes for a train and a test split (val may come out empty).
+      ValueError: bad fractions (`check_fractions`), or fewer than 2 classes for each split.
     """
-    order = np.random.default_rng(seed).permutation(source.num_classes)
-    bounds = np.cumsum(np.round(np.asarray(fractions) * source.num_classes).astype(int))[:-1]
-    splits = {name: _subset(source, np.sort(ids))
-              for name, ids in zip(("train", "val", "test"), np.split(order, bounds))
-              if len(ids)}
-    if "train" not in splits or "test" not in splits:
-        raise ValueError(f"{source.num_classes} class(es) are too few to split into train and "
-                         f"test classes by the fractions {tuple(fractions)}")
-    return splits
+    check_fractions(fractions)
+    names = [n for n, f in zip(SPLITS, fractions) if f > 0]
+    if num_classes < 2 * len(names):
+        raise ValueError(f"{num_classes} class(es) are too few to split into {' and '.join(names)}"
+                         f" classes, 2 or more each, by the fractions {tuple(fractions)}: add "
+                         "classes, or give validation none (split fractions 0.5,0,0.5)")
+    sizes = np.round(np.asarray(fractions[:2]) * num_classes).astype(int).tolist()
+    sizes.append(num_classes - sum(sizes))
+    for i, fraction in enumerate(fractions):
+        while fraction > 0 and sizes[i] < 2:
+            sizes[int(np.argmax(sizes))] -= 1
+            sizes[i] += 1
+    order = np.random.default_rng(seed).permutation(num_classes)
+    parts = np.split(order, np.cumsum(sizes)[:-1])
+    return {name: np.sort(ids) for name, ids in zip(SPLITS, parts) if len(ids)}
 
 
 def concatenate(*sources):
