@@ -9,6 +9,10 @@ object is complete once built; a bad value raises ValueError with one line namin
 setting in its flag spelling (`--steps=0: ...`), which `train.py` prints as is. The run
 folder keeps the config as `flags.txt`, in absl's flag-file format (`to_flags`,
 `from_flags_file`), so `train.py --flagfile=<run>/flags.txt` replays a run.
+
+A run on an image folder first reads what the folder decides (`with_data_settings`): its
+image size and channels, its split fractions and, under the tf_meta protocol, episode
+sizes its splits can supply. Those values are then explicit, in flags.txt too.
 """
 
 import dataclasses
@@ -16,10 +20,11 @@ import math
 import os
 from typing import NamedTuple, Optional
 
-from tf_meta import distribute, protocols, training
+from tf_meta import datasets, distribute, protocols, training
 from tf_meta.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, learner_class
 from tf_meta.algorithms.hyperparameters import FLOAT32_MAX, resolve
 from tf_meta.backbones import NETWORKS
+from tf_meta.data.folders import has_split_folders
 from tf_meta.data.sources import SPLIT_SCHEMES
 from tf_meta.datasets import DATASETS
 from tf_meta.version import VERSION
@@ -58,14 +63,33 @@ class RunConfig:
     algo: str = _setting(DEFAULT_ALGORITHM, str, "meta-learning algorithm", sorted(ALGORITHMS),
                          shapes_weights=True)
     dataset: str = _setting("omniglot", str, "episode source: TFDS omniglot, an image folder "
-                            "(--data_dir), synthetic clusters, or sinusoid regression (MAML "
-                            "paper §5.1)", list(DATASETS), shapes_weights=True)
+                            "(--data_dir; unset episode sizes fit its classes and images), "
+                            "synthetic clusters, or sinusoid regression (MAML paper §5.1)",
+                            list(DATASETS), shapes_weights=True)
     split: str = _setting("vinyals", str, "Omniglot class split", list(SPLIT_SCHEMES),
                           shapes_weights=True)
     data_dir: Optional[str] = _setting(None, str, "TFDS data dir for omniglot (default: "
                                        "TFDS_DATA_DIR or ~/tensorflow_datasets); the image "
                                        "root for --dataset=folder")
     download: bool = _setting(True, bool, "let TFDS download omniglot when it is not prepared")
+    image_size: Optional[int] = _setting(None, int, "--dataset=folder: the side of the square "
+                                         "its images are resized to, at least 28 (the "
+                                         "smallest every network here takes; unset: their "
+                                         "own side when they all share one square size, "
+                                         "within 28 to 84, mini-ImageNet's; else it must be "
+                                         "set)", minimum=28, shapes_weights=True)
+    channels: Optional[int] = _setting(None, int, "--dataset=folder: 1 (grayscale) or 3 (RGB) "
+                                       "(unset: 1 when every image is grayscale, else 3)",
+                                       shapes_weights=True)
+    invert: bool = _setting(False, bool, "--dataset=folder: train on 255 - pixel, for drawings "
+                            "dark on light (tf_meta reads Omniglot so: bright strokes on black); "
+                            "its exports then take images dark on light and refuse dark "
+                            "backgrounds", shapes_weights=True)
+    split_fractions: Optional[str] = _setting(
+        None, str, "--dataset=folder of class folders: the fractions of its classes for "
+        "training, validation and test, e.g. 0.8,0,0.2 for no validation (unset: "
+        "0.7,0.15,0.15; each split gets 2 classes or more). A folder of train/, val/ and "
+        "test/ folders is split by them", shapes_weights=True)
     protocol: Optional[str] = _setting(None, str, "the protocol unset settings come from: the "
                                        "paper's (training and test, each value cited: "
                                        "docs/PROTOCOLS.md) or tf_meta's (the settings of the "
@@ -142,6 +166,10 @@ class RunConfig:
     hyperparameters: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        # The settings as given, before resolution: `with_data_settings` resolves them anew.
+        object.__setattr__(self, "_given", {
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "hyperparameters"}, **self.hyperparameters})
         self._check_names()
         self._set("protocol", self.protocol or DATASETS[self.dataset].protocol)
         algorithm = learner_class(self.algo)
@@ -192,7 +220,9 @@ class RunConfig:
         Comment lines and the flags of `train.py` itself (`RUN_FLAGS`: --model_dir,
         --eval_only, --overwrite) are skipped. A file without a --protocol line was written
         before protocols existed, when tf_meta's settings were the only ones: it is read
-        with `protocol="tf_meta"`.
+        with `protocol="tf_meta"`. A folder run's file without --image_size was written
+        before the folder settings, when folders were read at 28x28 grayscale and class
+        folders split 0.7,0.15,0.15: it is read so.
         """
         import tensorflow as tf  # tf.io.gfile: the run folder may be on any TF filesystem
         with tf.io.gfile.GFile(path) as f:
@@ -213,7 +243,39 @@ class RunConfig:
             else:
                 raise ValueError(f"{path}: unknown flag --{name}")
         settings.setdefault("protocol", "tf_meta")
+        if settings.get("dataset") == "folder" and "image_size" not in settings:
+            # Written before the folder settings: folders were read and split so.
+            settings.update(image_size=28, channels=1)
+            if not has_split_folders(settings.get("data_dir") or ""):
+                settings.setdefault("split_fractions", "0.7,0.15,0.15")
         return cls.from_settings(**settings)
+
+    def with_data_settings(self):
+        """This config with the settings its data decides, read from the data.
+
+        For a dataset with `Dataset.inspect` (an image folder: listed, and its images
+        decoded once when the image size or channels are unset): unset data settings take
+        the data's values (`datasets.DataFacts`); under the tf_meta protocol, unset episode
+        sizes are fitted to the splits (`protocols.fit_to_splits`: ways no more than the
+        classes of each split, queries no more than its images leave), so a first run on
+        a small folder trains. Set values are kept: a misfit is refused when the data
+        loads, naming the flag. Every value is then explicit, so flags.txt replays the same
+        run and export. Other datasets: self.
+
+        Raises:
+          ValueError: one line: the data cannot be read, or does not decide a setting
+            (images of several sizes and no --image_size).
+        """
+        inspect = DATASETS[self.dataset].inspect
+        if inspect is None:
+            return self
+        facts = inspect(datasets.location(self))
+        given = {name: value for name, value in self._given.items() if value is not None}
+        settings = {**facts.settings, **given}
+        if self.protocol == "tf_meta":
+            settings.update(protocols.fit_to_splits(self.algo, self.dataset, given,
+                                                    facts.classes, facts.examples))
+        return RunConfig.from_settings(**settings)
 
     def to_flags(self, model_dir=None):
         """The config as absl flag-file text, one `--name=value` line per set value, after a
@@ -285,6 +347,15 @@ class RunConfig:
                              f"{self.dataset} generates its tasks")
         if self.dataset == "folder" and not self.data_dir:
             raise ValueError("--dataset=folder needs --data_dir")
+        for name in datasets.DATA_SETTINGS:
+            if getattr(self, name) not in (None, False) and name not in DATASETS[
+                    self.dataset].settings:
+                able = [d for d in DATASETS if name in DATASETS[d].settings]
+                raise ValueError(f"--{name} applies to --dataset={', '.join(able)}, not to "
+                                 f"--dataset={self.dataset}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"--channels={self.channels}: 1 (grayscale) or 3 (RGB)")
+        datasets.split_fractions(self.split_fractions)  # raises naming the flag
         if self.network and DATASETS[self.dataset].backbone:
             raise ValueError(f"--network does not apply to --dataset={self.dataset}, which "
                              "has its paper's network")

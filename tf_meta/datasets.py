@@ -2,7 +2,8 @@
 
 A run (`experiment`) asks for `streams(config)` and gets one `EpisodeStreams`, whatever the
 dataset, as pytorch-maml's `get_benchmark_by_name` returns one Benchmark. A new dataset is one
-entry in DATASETS.
+entry in DATASETS. A dataset whose files decide settings (an image folder: its image size,
+channels, class counts) says so through `inspect`, which the run reads before it starts.
 """
 
 import functools
@@ -13,6 +14,9 @@ import tensorflow as tf
 from tf_meta import backbones, data
 
 EVAL_META_BATCH_SIZE = 50  # validation and test episodes per evaluation step
+# The flags of the episode sizes each split is drawn with (val and test: the test's).
+SPLIT_FLAGS = {"train": ("--train_ways", "--train_shots", "--train_query_shots"),
+               "test": ("--ways", "--shots", "--query_shots")}
 
 
 class EpisodeStreams(NamedTuple):
@@ -50,21 +54,50 @@ class Dataset(NamedTuple):
       protocol: the protocol a run on it takes when `--protocol` is unset
         (`protocols.PROTOCOLS`): "paper" where the papers report their numbers (Omniglot),
         "tf_meta" elsewhere (no paper trained on a user's folder or on synthetic clusters).
+      inspect: None, or Location -> DataFacts: what the data decides, read before loading it.
+      settings: the data settings (DATA_SETTINGS) it takes.
     """
 
     task: str
     load: Optional[Callable]
     backbone: Optional[Callable] = None
     protocol: str = "tf_meta"
+    inspect: Optional[Callable] = None
+    settings: tuple = ()
 
 
 class Location(NamedTuple):
-    """The settings that say which data a classification dataset reads."""
+    """The settings that say which data a classification dataset reads, and how.
+
+    image_size, channels, invert, split_fractions ((train, val, test) or None): an image
+    folder's (`data.folder_splits`); None where the folder decides.
+    """
 
     split: str
     data_dir: Optional[str]
     download: bool
     seed: int
+    image_size: Optional[int] = None
+    channels: Optional[int] = None
+    invert: bool = False
+    split_fractions: Optional[tuple] = None
+
+
+class DataFacts(NamedTuple):
+    """What a dataset's files decide about a run, read before the run loads them.
+
+    Fields:
+      settings: setting -> the value the data gives it when unset (a folder: image_size and
+        channels from its images, split_fractions None for train/ val/ test/ folders).
+      classes: split -> its classes; examples: split -> the examples of its smallest class.
+    """
+
+    settings: dict
+    classes: dict
+    examples: dict
+
+
+DATA_SETTINGS = ("image_size", "channels", "invert", "split_fractions")
 
 
 def _omniglot(where):
@@ -72,7 +105,45 @@ def _omniglot(where):
 
 
 def _folder(where):
-    return data.folder_splits(where.data_dir, seed=where.seed)
+    return data.folder_splits(where.data_dir, where.split_fractions, where.seed,
+                              where.image_size, where.channels, where.invert)
+
+
+def _folder_facts(where):
+    """The DataFacts of an image folder: listed, its images decoded once if the image size
+    or channels are unset (`data.image_settings`)."""
+    if where.split_fractions and data.has_split_folders(where.data_dir):
+        raise ValueError(f"--split_fractions does not apply to --data_dir={where.data_dir}: its "
+                         "train/ and test/ folders are the splits; leave it out")
+    layout = data.folder_layout(where.data_dir, where.split_fractions, where.seed)
+    image_size, channels = data.image_settings(layout, where.image_size, where.channels)
+    fractions = layout.fractions and ",".join(f"{f:g}" for f in layout.fractions)
+    return DataFacts(dict(image_size=image_size, channels=channels, split_fractions=fractions),
+                     layout.classes(), layout.fewest_images())
+
+
+def split_fractions(text):
+    """The (train, val, test) fractions of a --split_fractions value ("0.7,0.15,0.15"), or
+    None for None.
+
+    Raises:
+      ValueError: one line naming --split_fractions.
+    """
+    if text is None:
+        return None
+    try:
+        fractions = tuple(float(f) for f in text.split(","))
+    except ValueError:
+        fractions = ()
+    data.check_fractions(fractions, f"--split_fractions={text}")
+    return fractions
+
+
+def location(config):
+    """The Location of `config`'s data."""
+    return Location(config.split, config.data_dir, config.download, config.seed,
+                    config.image_size, config.channels, config.invert,
+                    split_fractions(config.split_fractions))
 
 
 def _synthetic(where):
@@ -81,7 +152,7 @@ def _synthetic(where):
 
 DATASETS = {
     "omniglot": Dataset("classification", _omniglot, protocol="paper"),
-    "folder": Dataset("classification", _folder),
+    "folder": Dataset("classification", _folder, inspect=_folder_facts, settings=DATA_SETTINGS),
     "synthetic": Dataset("classification", _synthetic),
     "sinusoid": Dataset("regression", None, backbones.sinusoid_mlp,  # MAML paper §5.1
                         protocol="paper"),
@@ -92,7 +163,8 @@ def streams(config):
     """The EpisodeStreams of `config`'s dataset and episode sizes.
 
     Raises:
-      ValueError: the data cannot be read, or cannot supply episodes of these sizes.
+      ValueError: the data cannot be read, or cannot supply episodes of these sizes (the
+        message names the flag to change).
     """
     test_sizes = dict(shots=config.shots, query_shots=config.query_shots,
                       meta_batch_size=EVAL_META_BATCH_SIZE, seed=config.eval_seed)
@@ -104,15 +176,15 @@ def streams(config):
                                                 num_episodes=n)
                      for i, n in enumerate((config.val_episodes, config.eval_episodes)))
         return EpisodeStreams(train, val, test, (1,), None)
-    splits = DATASETS[config.dataset].load(
-        Location(config.split, config.data_dir, config.download, config.seed))
+    splits = DATASETS[config.dataset].load(location(config))
     if config.trainval:  # Snell et al.'s final models: train+val classes, no validation
         if "val" not in splits:
             raise ValueError(f"--trainval: --dataset={config.dataset} has no validation "
                              "classes to add to the training classes")
         splits = dict(splits, train=data.concatenate(splits["train"], splits.pop("val")))
-    data.check_episode_spec(splits["train"], config.train_ways, config.train_shots,
-                            config.train_query_shots, "train")
+    for split, source in splits.items():
+        flags = SPLIT_FLAGS["train" if split == "train" else "test"]
+        data.check_episode_spec(source, *(getattr(config, f[2:]) for f in flags), split, flags)
     train = functools.partial(data.make_episode_dataset, splits["train"], config.train_ways,
                               config.train_shots, config.train_query_shots,
                               config.meta_batch_size, config.seed, split="train")

@@ -10,7 +10,8 @@
   which the budget runs of docs/RESULTS.md used (the max-pool Conv-4 for MAML and Reptile,
   15 queries per class, 1,000 test episodes). A run folder written before `--protocol`
   existed (no such line in its flags.txt) used these; `experiment` refuses to continue it
-  under another protocol.
+  under another protocol. On data whose splits are smaller than its episodes (a user's
+  image folder), `fit_to_splits` lowers the episode sizes left unset to what they hold.
 
 A protocol is COMMON, then the algorithm's declared hyperparameter defaults
 (`MetaLearner.HYPERPARAMETERS`), then the tf_meta row, then (for "paper") the paper row.
@@ -252,6 +253,49 @@ def protocol(name, algo, dataset, train_ways=None, train_shots=None):
         result.update({k: v.value if isinstance(v, Cited) else v for k, v in row.items()})
     task = (train_ways or result["ways"], train_shots or result["shots"])
     return {k: value(*task) if callable(value) else value for k, value in result.items()}
+
+
+EPISODE_SIZES = ("ways", "shots", "query_shots", "train_ways", "train_shots", "train_query_shots")
+
+
+def fit_to_splits(algo, dataset, given, classes, examples):
+    """tf_meta's episode sizes for `algo`, lowered to what the splits of the data hold.
+
+    A size set in `given` is kept as set (a misfit is refused when the data loads, naming
+    its flag). An unset one takes the tf_meta protocol's value, lowered, but not below 1:
+    ways to the classes of the smallest split; train_ways (ProtoNet's 60, else the ways) to
+    the train split's classes; shots so that a query is left in the smallest class of the
+    test splits (val and test), train_shots (Reptile's and MANN's 10, else the shots) in
+    the train split's; then the query counts, the protocol's for the fitted training task
+    (RelationNet's depend on it), to what the shots leave.
+
+    Args:
+      algo, dataset: as `protocol`.
+      given: dict, EPISODE_SIZES name -> the value set, or None (unset).
+      classes: dict split -> its classes; examples: dict split -> the examples of its
+        smallest class. Splits: "train", "test" and optionally "val".
+
+    Returns:
+      dict EPISODE_SIZES name -> value.
+    """
+    sizes = {name: given.get(name) for name in EPISODE_SIZES}
+
+    def fit(name, value, room):
+        if sizes[name] is None:
+            sizes[name] = max(1, min(value, room))
+
+    test_examples = min(n for split, n in examples.items() if split != "train")
+    values = protocol("tf_meta", algo, dataset, sizes["train_ways"] or sizes["ways"],
+                      sizes["train_shots"] or sizes["shots"])
+    fit("ways", values["ways"], min(classes.values()))
+    fit("train_ways", values.get("train_ways") or sizes["ways"], classes["train"])
+    fit("shots", values["shots"], test_examples - (sizes["query_shots"] or 1))
+    fit("train_shots", values.get("train_shots") or sizes["shots"],
+        examples["train"] - (sizes["train_query_shots"] or 1))
+    values = protocol("tf_meta", algo, dataset, sizes["train_ways"], sizes["train_shots"])
+    fit("query_shots", values["query_shots"], test_examples - sizes["shots"])
+    fit("train_query_shots", values["train_query_shots"], examples["train"] - sizes["train_shots"])
+    return sizes
 
 
 def sources(name, algo, dataset, train_ways=None):

@@ -12,18 +12,24 @@ def check_positive(**sizes):
             raise ValueError(f"{name} must be positive, got {value}")
 
 
-def check_episode_spec(source, ways, shots, query_shots, split="source"):
-    """Raises ValueError if `source` cannot supply N-way K-shot episodes with these sizes."""
+def check_episode_spec(source, ways, shots, query_shots, split="source", flags=None):
+    """Raises ValueError if `source` cannot supply N-way K-shot episodes with these sizes.
+
+    `flags`: the (ways, shots, query_shots) settings' flags, e.g. ("--train_ways",
+    "--train_shots", "--train_query_shots"): the message then names the one to change.
+    """
     check_positive(ways=ways, shots=shots, query_shots=query_shots)
+    ways_name, shots_name, queries_name = flags or ("ways", "shots", "query_shots")
     if ways > source.num_classes:
-        raise ValueError(f"ways={ways} exceeds the {source.num_classes} classes of the "
-                         f"{split} split")
+        raise ValueError(f"{ways_name}={ways} exceeds the {source.num_classes} classes of the "
+                         f"{split} split" + (f": lower {ways_name}" if flags else ""))
     needed = shots + query_shots
     short = [i for i, n in enumerate(source.counts) if n < needed]
     if short:
         raise ValueError(f"shots + query_shots = {needed} exceeds the examples of "
                          f"{len(short)} class(es) of the {split} split (class "
-                         f"{source.names[short[0]]!r} has {source.counts[short[0]]})")
+                         f"{source.names[short[0]]!r} has {source.counts[short[0]]})"
+                         + (f": lower {shots_name} or {queries_name}" if flags else ""))
 
 
 def make_episode_dataset(source, ways, shots, query_shots, meta_batch_size, seed,
