@@ -8,7 +8,9 @@
 `train_and_evaluate(config, workdir)`). The run folder (`workdir`) holds `flags.txt` (the
 config, replayable with `train.py --flagfile`), `checkpoints/`, TensorBoard `logs/` and the
 result JSON `test_<N>way_<K>shot.json` (`-2`, `-3`, ... for evaluations with other settings).
-The folder is a contract (`run_folder`): only the run it holds goes on in it.
+The folder is a contract (`run_folder`): only the run it holds goes on in it. The run folder
+and the export folders may be on any file system TensorFlow has (gs://, ram://, ...): every
+read and write goes through tf.io.gfile.
 """
 
 import json
@@ -98,7 +100,6 @@ def evaluate(config, workdir):
 
 
 def _run(config, workdir, train, overwrite=False):
-    config = config.with_data_settings()  # a folder's image size, splits, episode sizes
     keras.utils.set_random_seed(config.seed)  # before the learner is built: seeds its init
     strategy = distribute.make_strategy(config.strategy, config.cpu_replicas)
     with strategy.scope():
@@ -180,7 +181,7 @@ def _prepare(config, workdir, strategy, train, overwrite):
     adapted_dir = config.export_dir + "_adapted" if config.export_adapted else ""
     for path in (workdir, config.export_dir, adapted_dir):
         if path:
-            export.check_writable(path)
+            files.check_writable(path)
     run_folder.check(config, workdir, train, overwrite)  # early: before loading the data
     if not train and not training.has_checkpoint(os.path.join(workdir, "checkpoints")):
         raise ValueError(f"--eval_only needs a trained run in --model_dir={workdir} "

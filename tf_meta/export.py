@@ -27,22 +27,24 @@ images -> probabilities, classes, class_names (regression: x -> predictions).
 Requests are checked in the graph (`check_request`, `images.check_source_pixels`): pixel
 ranges, polarity, sizes, and the bounds set at export (MAX_SUPPORT, MAX_QUERIES, MAX_WAYS,
 MAX_VALUES); a refused request is an InvalidArgumentError naming what to change.
+
+Every file goes through tf.io.gfile: a base path may be on any file system TensorFlow has
+(gs://, ram://, ...); `_write_version` says how a version appears whole on each.
 """
 
 import base64
-import errno
 import json
 import os
 import re
-import shutil
-import tempfile
+import socket
+import uuid
 from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_meta import training
+from tf_meta import files, training
 from tf_meta.data import images
 from tf_meta.episode import Episode, num_ways
 
@@ -64,25 +66,11 @@ def next_version(base_path):
     Only ASCII-digit names are versions, as TF Serving reads them: str.isdigit also takes
     '²' or '٣', which int() refuses or misreads.
     """
-    if not os.path.isdir(base_path):
+    if not tf.io.gfile.isdir(base_path):
         return 1
-    versions = [int(d) for d in os.listdir(base_path) if re.fullmatch("[0-9]+", d)]
+    names = [d.rstrip("/") for d in tf.io.gfile.listdir(base_path)]  # GCS: "7/"
+    versions = [int(d) for d in names if re.fullmatch("[0-9]+", d)]
     return max(versions, default=0) + 1
-
-
-def check_writable(path):
-    """Raises ValueError unless folder `path` exists and is writable, or can be created.
-
-    For any folder a run will write (model dir, export base path), checked before training
-    so a bad path costs a second, not a training run.
-    """
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):  # the nearest ancestor that exists decides
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"cannot write {path!r}: {existing!r} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path!r}: {existing!r} is not writable")
 
 
 def check_values(x, name):
@@ -492,33 +480,54 @@ def export_adapted(learner, support_images, support_labels, base_path, version=N
     return _write_version(learner, signatures, base_path, version, metadata)
 
 
-TEMP_PREFIX = ".export-"  # + writer pid + "-": a folder TF Serving ignores (not an integer)
+TEMP_PREFIX = ".export-"  # + "<pid>@<host>-<random>": a folder TF Serving ignores (not an integer)
+
+
+def _writer_is_gone(name):
+    """Whether the export that made temporary folder `name` is dead: its process on this
+    machine is gone. An export from another machine (a shared or remote base path) is
+    never judged dead: its process cannot be asked."""
+    owner = name[len(TEMP_PREFIX):].rsplit("-", 1)[0]
+    pid, _, host = owner.partition("@")  # no host: written before hosts were recorded
+    if host and host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):  # not ours, or alive under another user
+        pass
+    return False
+
+
+def _remove(folder):
+    """Removes `folder` and what it holds, as far as the file system lets it."""
+    try:
+        tf.io.gfile.rmtree(folder)
+    except tf.errors.OpError:
+        pass
 
 
 def _remove_abandoned_exports(base_path):
     """Deletes temporary export folders whose writing process is gone (killed mid-export)."""
-    for name in os.listdir(base_path):
-        if not name.startswith(TEMP_PREFIX):
-            continue
-        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
-        try:
-            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-            continue
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(base_path, name), ignore_errors=True)
-        except (ValueError, PermissionError):  # not ours, or alive under another user
-            continue
+    for name in tf.io.gfile.listdir(base_path):
+        name = name.rstrip("/")
+        if name.startswith(TEMP_PREFIX) and _writer_is_gone(name):
+            _remove(os.path.join(base_path, name))
 
 
 def _write_version(learner, signatures, base_path, version, metadata):
     """Saves `signatures` (name -> (function, input signature)) into base_path/<version>,
-    atomically, with their inputs listed in the metadata's "signatures".
+    never half-written for TF Serving, with their inputs listed in the metadata's
+    "signatures".
 
-    The SavedModel is written to a hidden temporary folder beside the versions and renamed
-    into place, so TF Serving (which polls for integer folders) never sees a partial one
-    and a failed export leaves nothing behind. A process killed mid-export leaves its hidden
-    folder, which the next export removes. The version is claimed by that rename (`_claim`),
-    so concurrent exports to one base path each get their own.
+    The SavedModel is written to a hidden temporary folder beside the versions (a name TF
+    Serving ignores) and then claimed as its version folder (`_claim`): on a local file
+    system by renaming the folder, at once; elsewhere (gs://, s3://, ram://: no atomic
+    folder rename) by moving its files in, saved_model.pb last, so a poller that finds
+    saved_model.pb finds the variables it needs (TF Serving retries a version whose load
+    failed for want of it). A failed export leaves no temporary folder behind; a process
+    killed mid-export leaves its own, which the next export from this machine removes.
 
     Raises:
       OSError: one line naming `base_path` and the cause (TensorFlow's file errors too).
@@ -531,9 +540,10 @@ def _write_version(learner, signatures, base_path, version, metadata):
                          f"({training.variable_names(bad)})")
     tmp = None
     try:
-        os.makedirs(base_path, exist_ok=True)
+        tf.io.gfile.makedirs(base_path)
         _remove_abandoned_exports(base_path)
-        tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base_path)
+        tmp = os.path.join(base_path, f"{TEMP_PREFIX}{os.getpid()}@{socket.gethostname()}-"
+                                      f"{uuid.uuid4().hex}")
         archive = keras.export.ExportArchive()
         archive.track(learner)
         for name, (fn, signature) in signatures.items():
@@ -543,34 +553,49 @@ def _write_version(learner, signatures, base_path, version, metadata):
             metadata = {**metadata, "serving_contract": SERVING_CONTRACT, "signatures": {
                 name: [spec.name for spec in signature]
                 for name, (_, signature) in sorted(signatures.items())}}
-            os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-            with open(os.path.join(tmp, "assets.extra", "tf_meta.json"), "w") as f:
+            tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
+            with tf.io.gfile.GFile(os.path.join(tmp, "assets.extra", "tf_meta.json"), "w") as f:
                 json.dump(metadata, f, indent=2, sort_keys=True)
         return _claim(tmp, base_path, version)
     except BaseException as e:
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(tmp)
         if isinstance(e, (OSError, tf.errors.OpError)):  # disk full, read-only, ...
-            cause = " ".join(str(getattr(e, "message", None) or e).split())
+            cause = " ".join(files.error_cause(e).split())
             raise OSError(f"cannot export to {base_path!r}: {cause}") from e
         raise
 
 
 def _claim(tmp, base_path, version):
-    """Renames the finished folder `tmp` to its version folder; returns that path.
+    """Makes the finished folder `tmp` its version folder; returns that path.
 
-    rename(2) is atomic and fails on a non-empty target (a version folder never is empty),
-    so of two exports that picked the same number one gets it and the other takes the next
-    one: no export overwrites or loses another.
+    Locally a rename (rename(2) is atomic; gfile refuses an existing target), so of two
+    exports that picked the same number one gets it and the other takes the next one: no
+    export overwrites or loses another. Elsewhere `files.move_files`, whose first move
+    refuses an existing file, so an export that finds its number taken by then takes the
+    next one; two exports to one remote base path at the same moment can still mix their
+    files (TF's file systems offer no exclusive create), so keep to one at a time there. A
+    move failing midway leaves a version folder without saved_model.pb, which TF Serving
+    and tf-meta predict refuse to load.
     """
+    local, number = files.is_local(base_path), 0
     while True:
-        final = os.path.join(base_path, str(next_version(base_path) if version is None
-                                            else int(version)))
-        if version is not None and os.path.exists(final):  # rename replaces an empty folder
+        number = int(version) if version is not None else max(next_version(base_path),
+                                                               number + 1)
+        final = os.path.join(base_path, str(number))
+        if version is not None and tf.io.gfile.exists(final):
             raise ValueError(f"export version folder {final!r} already exists")
         try:
-            os.rename(tmp, final)
+            if local:
+                tf.io.gfile.rename(tmp, final)
+            else:
+                tf.io.gfile.makedirs(final)  # listed at once (ram:// lists made folders only)
+                files.move_files(tmp, final, last="saved_model.pb")
+                _remove(tmp)
             return final
-        except OSError as e:
-            if version is not None or e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+        except tf.errors.OpError as e:
+            # Taken meanwhile: gfile's own check, or rename(2)'s ENOTEMPTY just after it.
+            taken = (isinstance(e, tf.errors.AlreadyExistsError)
+                     or local and tf.io.gfile.exists(final))
+            if version is not None or not taken:
                 raise

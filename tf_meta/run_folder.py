@@ -14,8 +14,10 @@ checkpoint intervals, tasks in parallel, the data's location, the export folders
 distribution strategy.
 
 One process at a time per folder (`lock`: flock, which the kernel releases when the
-holder dies, even by SIGKILL; local folders only). A result is never overwritten by a
-different evaluation (`result_path`).
+holder dies, even by SIGKILL). Only a local folder can be locked: TF's file systems (gs://,
+s3://, ...) have no lock, so on them keeping to one process per folder is the user's part.
+A result is never overwritten by a different evaluation (`result_path`). Every read and
+write goes through tf.io.gfile.
 """
 
 import contextlib
@@ -24,7 +26,7 @@ import os
 
 import tensorflow as tf
 
-from tf_meta import training
+from tf_meta import files, training
 from tf_meta.config import RunConfig
 
 FLAGS_FILE = "flags.txt"
@@ -87,7 +89,8 @@ def replace(workdir):
 
 @contextlib.contextmanager
 def lock(directory):
-    """Holds an exclusive lock on `directory` (which must exist) for the `with` block.
+    """Holds an exclusive lock on `directory` (which must exist) for the `with` block; a
+    folder that is not local (`files.is_local`), or a system without flock, gives none.
 
     Raises:
       ValueError: another process holds it.
@@ -96,10 +99,10 @@ def lock(directory):
         import fcntl
     except ImportError:  # not POSIX: no lock
         fcntl = None
-    if fcntl is None or "://" in directory:  # a remote TF filesystem: no lock either
+    if fcntl is None or not files.is_local(directory):  # TF's file systems have no lock
         yield
         return
-    descriptor = os.open(directory, os.O_RDONLY)
+    descriptor = os.open(files.local_path(directory), os.O_RDONLY)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tf_meta import progress
+from tf_meta import files, progress
 
 
 class Diverged(RuntimeError):
@@ -86,7 +86,7 @@ class Checkpoints:
             return self.manager.save(checkpoint_number=self.step)
         except (OSError, tf.errors.OpError) as e:
             raise OSError(f"cannot write a checkpoint in {self.manager.directory}: "
-                          f"{error_cause(e)}") from None
+                          f"{files.error_cause(e)}") from None
 
 
 class CheckpointEvery(keras.callbacks.Callback):
@@ -172,11 +172,6 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
     return start
 
 
-def error_cause(error):
-    """The first line of a file-system error's message (TensorFlow's or an OSError)."""
-    return (getattr(error, "message", None) or str(error)).splitlines()[0]
-
-
 def non_finite(variables):
     """The floating-point variables among `variables` holding a NaN or Inf."""
     return [v for v in variables if tf.as_dtype(v.dtype).is_floating
@@ -215,13 +210,20 @@ def _checkpoint_paths(directory, indexed):
     return sorted(set(indexed) | set(found), key=_step_of)
 
 
+def _saved_shapes(path):
+    """name -> shape of each variable checkpoint `path` holds, read by the checkpoint reader
+    itself: tf.train.list_variables first asks whether `path` is a folder, which ram://
+    answers yes for any prefix of a file's name ("ckpt-4" of "ckpt-4.index")."""
+    return tf.compat.v1.train.NewCheckpointReader(path).get_variable_to_shape_map()
+
+
 def _check_fits(path, variables):
     """Raises ValueError if checkpoint `path` holds a learner variable of another shape.
 
     Variables are saved by index (`_learner_objects`); a checkpoint of another learner
     (other ways, another algorithm) would otherwise restore in part.
     """
-    saved = dict(tf.train.list_variables(path))
+    saved = _saved_shapes(path)
     for i, variable in enumerate(variables):
         shape = saved.get(f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
         if shape is not None and list(shape) != variable.shape.as_list():
@@ -244,7 +246,7 @@ def _restore_newest(checkpoint, paths, variables):
     """
     for path in reversed(paths):
         try:
-            tf.train.list_variables(path)
+            _saved_shapes(path)
         except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
             logging.warning("checkpoint %s is unreadable (%s); trying an older one",
                             path, str(e).splitlines()[0])
@@ -260,8 +262,10 @@ def _restore_newest(checkpoint, paths, variables):
 
 
 def _legacy_weights(directory):
-    """A run folder from before resumable training holds this file instead of checkpoints."""
-    return os.path.join(directory, "last.weights.h5")
+    """The weights file a run folder from before resumable training holds instead of
+    checkpoints, or None."""
+    path = os.path.join(directory, "last.weights.h5")
+    return path if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path) else None
 
 
 def check_schedule(steps, eval_every, checkpoint_every):
@@ -282,8 +286,9 @@ def restore_for_evaluation(learner, directory):
     Raises:
       ValueError: there is no checkpoint in `directory`.
     """
-    if not latest_step(directory) and os.path.isfile(_legacy_weights(directory)):
-        learner.load_weights(_legacy_weights(directory))
+    legacy = None if latest_step(directory) else _legacy_weights(directory)
+    if legacy:
+        learner.load_weights(legacy)
         return None
     checkpoint = tf.train.Checkpoint(**_learner_objects(learner))
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
@@ -301,7 +306,7 @@ def restore_for_evaluation(learner, directory):
 
 def has_checkpoint(directory):
     """Whether `directory` holds a checkpoint `restore_for_evaluation` can try."""
-    return bool(latest_step(directory) or os.path.isfile(_legacy_weights(directory)))
+    return bool(latest_step(directory) or _legacy_weights(directory))
 
 
 def latest_step(directory):
