@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class BatchNormalization(keras.layers.BatchNormalization):
     """Keras BatchNormalization whose batch moments are differentiable to second order.
 

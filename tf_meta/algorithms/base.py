@@ -5,13 +5,14 @@ import tensorflow as tf
 
 from tf_meta import backbones, distribute
 from tf_meta.algorithms import hyperparameters
+from tf_meta.algorithms.keras_model import KerasModel
 from tf_meta.episode import Episode, as_episode
 
 LOGITS_SPEC = tf.TensorSpec([None, None], tf.float32)
 TASKS = ("classification", "regression")
 
 
-class MetaLearner(keras.Model):
+class MetaLearner(KerasModel):
     """Episodic learner: an episode in, query logits out; `fit()`/`evaluate()` just work.
 
     A subclass implements `query_logits(episode, training)` for ONE unbatched Episode, and
@@ -34,6 +35,11 @@ class MetaLearner(keras.Model):
       UNUSED_SETTINGS  run settings its `meta_optimizer` ignores -> why (Reptile: the
                        staircase decay); a run refuses a value for them other than the
                        protocol's, and the protocol table says they are unused.
+      META_OPTIMIZER   the `meta_optimizer` arguments `compile()` uses when given no
+                       optimizer: the "tf_meta" protocol's (tf_meta/protocols.py, checked
+                       equal by tests/test_keras_conventions.py).
+      NESTED_MODELS    constructor arguments that are Keras models, serialised nested in
+                       `get_config` (the backbone; RelationNet's relation module too).
 
     How outputs become answers: `outputs(logits)` gives what evaluation scores and the
     served model returns (logits, probabilities, classes; regression: predictions), and
@@ -47,6 +53,11 @@ class MetaLearner(keras.Model):
       meta_optimizer    the outer optimizer: Adam with a staircase decay
     and fixed: train_step, test_step, predict_step (query logits [B, Q, ways]),
     episode_scores.
+
+    Keras conventions (`keras_model.KerasModel`): `learner(episode)` answers an episode's
+    queries, `compile()` takes the algorithm's own meta-optimizer and refuses a loss or
+    metrics, `save("m.keras")` / `keras.models.load_model` round-trip the learner with its
+    compiled optimizer, and Keras's `export()` is refused for `tf_meta.export`.
 
     The serving signature (`tf_meta.export`) calls `query_logits` with `training=False`
     on an Episode without query labels, so the hook must not read query_y.
@@ -64,6 +75,8 @@ class MetaLearner(keras.Model):
     HAS_HEAD = False
     EXTRA_METRICS = ()
     UNUSED_SETTINGS = {}
+    META_OPTIMIZER = dict(meta_lr=1e-3, steps=10000, decay_every=2000, decay_rate=0.5)
+    NESTED_MODELS = ("backbone",)
     finish_gradients = None
 
     def __init__(self, backbone, regression=False, name=None, **hyperparameter_values):
@@ -103,10 +116,6 @@ class MetaLearner(keras.Model):
     def max_ways(self):
         """The most classes an episode may have: the head's width, None without a head."""
         return None
-
-    def call(self, x, training=False):
-        """Backbone forward: [batch, *input_shape] -> backbone output."""
-        return self.backbone(x, training=training)
 
     def query_logits(self, episode, training):
         """Query logits [Q, ways] float32 for one unbatched Episode."""
@@ -186,10 +195,7 @@ class MetaLearner(keras.Model):
         return self._track(loss, episodes.query_y, logits)
 
     def predict_step(self, episodes):
-        episodes = as_episode(episodes)
-        if episodes.query_y is None:  # left out for a prediction; no learner's logits read it
-            episodes = episodes._replace(query_y=tf.zeros(tf.shape(episodes.query_x)[:2], tf.int32))
-        return self.batch_logits(episodes, training=False)
+        return self.answer(as_episode(episodes), training=False)
 
     def episode_scores(self, episodes, each_on_its_own=False):
         """Per-episode query accuracy (MSE for regression) [B] float32 with training=False:

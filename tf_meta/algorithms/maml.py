@@ -10,6 +10,7 @@ from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_leas
 from tf_meta.episode import Episode
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class MAML(FastWeightLearner):
     """MAML: adapt θ to the support set by SGD, score the queries with the adapted weights.
 
@@ -54,11 +55,16 @@ class MAML(FastWeightLearner):
                        shapes_weights=False),
     )
 
+    META_OPTIMIZER = dict(FastWeightLearner.META_OPTIMIZER, steps=1000, decay_rate=1.0)
+
     def __init__(self, backbone, first_order=False, **kwargs):
         if not first_order:  # Keras's BatchNormalization would make the second order wrong
             backbone = backbones.with_exact_batch_norm(backbone)
         super().__init__(backbone, **kwargs)
         self.first_order = first_order
+
+    def get_config(self):
+        return {**super().get_config(), "first_order": self.first_order}
 
     def meta_gradients(self, episodes):
         """Mean meta-gradient over the meta-batch, one task at a time.

@@ -87,6 +87,7 @@ def update_usage(usage, read_weights, write_weights, decay):
             + tf.reduce_sum(write_weights, axis=1))
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class MANN(SequenceLearner):
     """MANN: an LSTM controller with an external memory, least-recently-used access (LRUA).
 
@@ -128,6 +129,7 @@ class MANN(SequenceLearner):
                        "the paper's", POSITIVE),
     )
     EXTRA_METRICS = ("instance_accuracy",)
+    META_OPTIMIZER = dict(SequenceLearner.META_OPTIMIZER, decay_rate=1.0)
 
     def __init__(self, backbone, **kwargs):
         super().__init__(backbone, **kwargs)

@@ -1,5 +1,6 @@
 """Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017)."""
 
+import keras
 import tensorflow as tf
 
 from tf_meta.algorithms.base import BatchedLearner
@@ -27,6 +28,7 @@ def squared_euclidean(query_emb, prototypes):
     return tf.reduce_sum(tf.square(diff), axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class ProtoNet(BatchedLearner):
     """Prototypical Networks: logits are negative squared distances to class means.
 

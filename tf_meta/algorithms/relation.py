@@ -27,6 +27,7 @@ def class_features(support_features, support_y, ways):
     return tf.reshape(sums, [batch, ways, *support_features.shape[2:]])
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class RelationModule(keras.Model):
     """Relation Networks' g over every (class, query) pair: relation scores in [0, 1].
 
@@ -48,6 +49,7 @@ class RelationModule(keras.Model):
         super().__init__(name=name, **kwargs)
         *spatial, channels = feature_shape
         self.feature_shape = tuple(feature_shape)
+        self.filters, self.hidden = filters, hidden
         if spatial:
             self.pair_layer = keras.layers.Conv2D(filters, 3, padding="same", name="conv0")
             self.body = keras.Sequential(
@@ -63,6 +65,10 @@ class RelationModule(keras.Model):
                  keras.layers.Dense(1, activation="sigmoid")], name="body")
         self.pair_layer.build((None, *spatial, 2 * channels))
         self.built = True  # every sublayer is built with its shape above
+
+    def get_config(self):
+        return {"name": self.name, "feature_shape": self.feature_shape, "filters": self.filters,
+                "hidden": self.hidden}
 
     def call(self, class_features, query_features, training=False):
         batch, ways, queries = (ops.shape(class_features)[0], ops.shape(class_features)[1],
@@ -84,6 +90,7 @@ class RelationModule(keras.Model):
         return ops.reshape(scores, (batch, queries, ways))
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class RelationNet(BatchedLearner):
     """Relation Networks: a learned comparison g(f(class), f(query)) in [0, 1] per class.
 
@@ -116,6 +123,9 @@ class RelationNet(BatchedLearner):
                        "(weights_init: convolutions N(0, sqrt(2 / (9 out channels))), dense "
                        "layers N(0, 0.01) with bias 1) instead of Keras's Glorot and zeros"),
     )
+
+    META_OPTIMIZER = dict(BatchedLearner.META_OPTIMIZER, decay_every=100000)
+    NESTED_MODELS = ("backbone", "relation")
 
     def __init__(self, backbone, relation=None, **kwargs):
         super().__init__(backbone, **kwargs)

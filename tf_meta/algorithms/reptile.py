@@ -9,6 +9,7 @@ from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_leas
 from tf_meta.episode import Episode
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class Reptile(FastWeightLearner):
     """Reptile: per task, Adam steps on the support set give φ; then θ ← θ + ε(mean φ − θ).
 
@@ -48,6 +49,7 @@ class Reptile(FastWeightLearner):
 
     UNUSED_SETTINGS = {name: "Reptile anneals ε linearly to 0 over --steps (meta_optimizer)"
                        for name in ("lr_decay_every", "lr_decay_rate")}
+    META_OPTIMIZER = dict(FastWeightLearner.META_OPTIMIZER, meta_lr=1.0)
 
     # Defaults: Nichol et al. 2018 / supervised-reptile run_omniglot (1-shot 5-way): Adam
     # (β1 = 0) 1e-3, 5 inner steps on batches of 10 in training, 50 on batches of 5 at test.

@@ -56,6 +56,7 @@ def to_sequence(support_features, support_y, query_features, depth, delayed, lab
             tf.concat([query_features, query_labels], axis=-1))
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class LabelledEmbedding(keras.Model):
     """An item embedding that also fixes the label width of a sequence learner (MANN, SNAIL).
 
@@ -73,6 +74,15 @@ class LabelledEmbedding(keras.Model):
         self.embedding = embedding
         self.ways = int(ways)
         self.built = embedding.built
+
+    def get_config(self):
+        return {"name": self.name, "ways": self.ways,
+                "embedding": keras.saving.serialize_keras_object(self.embedding)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**dict(config, embedding=keras.saving.deserialize_keras_object(
+            config["embedding"])))
 
     @property
     def units(self):

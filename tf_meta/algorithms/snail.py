@@ -191,6 +191,7 @@ class SnailNet(keras.layers.Layer):
         return self.head(queries)
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
 class SNAIL(SequenceLearner):
     """SNAIL: temporal convolutions and causal attention over the labelled support set.
 
@@ -226,6 +227,8 @@ class SNAIL(SequenceLearner):
                        "entry (default: √D, D the embedding width; 1 before this existed)",
                        POSITIVE),
     )
+
+    META_OPTIMIZER = dict(SequenceLearner.META_OPTIMIZER, meta_lr=1e-4, decay_rate=1.0)
 
     def __init__(self, backbone, **kwargs):
         super().__init__(backbone, **kwargs)
