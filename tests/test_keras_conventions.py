@@ -5,6 +5,8 @@ tf_meta.export. Every algorithm of the registry passes each test that names it."
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -212,3 +214,18 @@ def test_compile_takes_the_algorithms_meta_optimizer_unless_given_another(algo):
     adam = keras.optimizers.Adam(1e-3)
     learner.compile(optimizer=adam)
     assert learner.optimizer is adam
+
+
+def test_a_fresh_process_loads_a_saved_learner_after_a_plain_import_tf_meta(tmp_path):
+    """The learners are registered with Keras when tf_meta is imported (not when first used),
+    so load_model finds them in a process that only said `import tf_meta`."""
+    learner = learner_for("protonet")
+    learner.compile()
+    path = str(tmp_path / "learner.keras")
+    learner.save(path)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, keras, tf_meta; "
+         f"print(type(keras.models.load_model({path!r})).__name__)"],
+        capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[-1] == "ProtoNet"

@@ -2,30 +2,18 @@
 
 Episode -> data (sources, sampling, pipeline) -> MetaLearner (algorithms) -> export.
 
-The public names are imported on first use (PEP 562), so `import tf_meta.cli` (the
-`tf-meta` command) does not load TensorFlow before it has set up its output: a command's
-`--help` answers at once, and TensorFlow's native start-up lines can be held back
-(`tf_meta.console`).
+Importing tf_meta registers every learner with Keras's serialisation, so
+`keras.models.load_model("m.keras")` finds them after a plain `import tf_meta`. The import
+holds back TensorFlow's native start-up lines (`tf_meta.console`): the `tf-meta` command
+imports this package first.
 """
 
-import importlib
+from tf_meta import console
 
+with console.without_start_up_noise():
+    from tf_meta.algorithms import ALGORITHMS, MetaLearner, build_learner
+    from tf_meta.data import make_episode_dataset
+    from tf_meta.episode import Episode
 from tf_meta.version import VERSION as __version__  # noqa: F401 - the package version
 
-_PUBLIC = {"ALGORITHMS": "tf_meta.algorithms", "MetaLearner": "tf_meta.algorithms",
-           "build_learner": "tf_meta.algorithms", "make_episode_dataset": "tf_meta.data",
-           "Episode": "tf_meta.episode"}  # name -> the module defining it
-
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tf_meta' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_PUBLIC])
+__all__ = ["ALGORITHMS", "Episode", "MetaLearner", "build_learner", "make_episode_dataset"]

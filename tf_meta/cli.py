@@ -8,8 +8,8 @@
 train, evaluate and export take the run's absl flags (`tf_meta.run_command`; `--helpfull`
 lists them all); predict has its own (`tf_meta.predict`, argparse: DESCRIPTION,
 add_arguments(parser), run(args)), and needs only an export. A command's module is
-imported when it runs, inside `console.without_start_up_noise`, so `tf-meta --help` loads
-no TensorFlow and no command shows TensorFlow's native start-up lines.
+imported when it runs, inside `console.without_start_up_noise` (as the package's own
+imports are), so no command shows TensorFlow's native start-up lines.
 """
 
 import argparse
