@@ -1,6 +1,7 @@
 """Sources: the real Omniglot (TFDS) with its class splits, image folders, synthetic data."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -247,3 +248,34 @@ def test_a_bad_file_among_many_is_named_as_read_names_it(tmp_path, monkeypatch, 
     bad_file = str(tmp_path / "class1" / "5.png")
     assert str(parallel.value).startswith(f"cannot read image {bad_file!r}: ")
     assert message in str(parallel.value) and "\n" not in str(parallel.value)
+
+
+def test_from_arrays_groups_examples_by_label_in_sorted_label_order():
+    x = np.arange(7 * 2, dtype=np.float32).reshape(7, 2)
+    y = np.array([5, 3, 5, 3, 9, 5, 9])
+    source = data.from_arrays(x, y, class_names=["three", "five", "nine"])
+    assert source.names == ("three", "five", "nine") and source.labels.tolist() == [3, 5, 9]
+    assert source.counts.tolist() == [2, 3, 2] and source.examples.shape == (3, 3, 2)
+    np.testing.assert_array_equal(source.examples[1], x[[0, 2, 5]])  # in their order
+    np.testing.assert_array_equal(source.examples[0, 2], [0, 0])  # padding
+    assert source.image_contract is None and source.examples.dtype == np.float32
+
+
+def test_from_arrays_keeps_images_as_uint8_pixels_with_the_model_size_contract():
+    x = np.random.default_rng(0).integers(0, 256, (6, 12, 10, 3)).astype(np.float64)
+    source = data.from_arrays(x, [0, 1, 0, 1, 0, 1])
+    assert source.examples.dtype == np.uint8 and source.input_shape == (12, 10, 3)
+    assert source.image_contract.input_shape == (12, 10, 3)
+    assert not source.image_contract.invert
+
+
+@pytest.mark.parametrize("x,y,message", [
+    (np.full((4, 8, 8, 1), 0.5), [0, 0, 1, 1], "look scaled to [0, 1] (largest value 0.5)"),
+    (np.full((4, 8, 8, 1), 300.0), [0, 0, 1, 1], "pixels in [0, 255]; got values in [300, 300]"),
+    (np.zeros((4, 3)), [0, 1, 0], "labels must be [n] for examples [n, ...]"),
+    (np.zeros((4, 3)), [0.0, 1.0, 0.0, 1.0], "labels must be integer class ids"),
+    (np.zeros((4, 3)), [2, 2, 2, 2], "1 class(es); an episode needs 2 or more"),
+], ids=["scaled to [0, 1]", "above 255", "lengths", "float labels", "one class"])
+def test_from_arrays_refuses_what_would_train_wrong_in_one_line(x, y, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        data.from_arrays(x, y)
