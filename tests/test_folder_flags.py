@@ -74,22 +74,6 @@ def test_image_size_channels_polarity_and_split_fractions_are_flags(tmp_path):
     assert no_val.val is None and no_val.test_source.num_classes == 2
 
 
-def test_a_ten_class_folder_trains_on_the_first_try_with_defaults(tmp_path):
-    """Before: --train_ways=60 (ProtoNet's Omniglot protocol), then 2 validation classes for
-    5-way episodes, then 1 test class. Now 6/2/2 classes, 2-way tests, 6-way training."""
-    path = write_folder(tmp_path / "data", 10, 8, 28, 1)
-    result = experiment.train_and_evaluate(
-        RunConfig.from_settings(dataset="folder", data_dir=path, export_dir="", **SHORT),
-        str(tmp_path / "run"))
-    assert result.lines[0].startswith("test accuracy 2-way 1-shot: ")
-    flags = (tmp_path / "run" / "flags.txt").read_text().split()
-    for flag in ("--train_ways=6", "--ways=2", "--query_shots=7", "--train_query_shots=5",
-                 "--image_size=28", "--channels=1", "--split_fractions=0.7,0.15,0.15"):
-        assert flag in flags
-    replayed = RunConfig.from_flags_file(str(tmp_path / "run" / "flags.txt"))
-    assert replayed.with_data_settings() == replayed  # the file says it all: a replay
-
-
 def test_a_folder_run_from_before_the_folder_settings_reads_as_it_was_trained(tmp_path):
     """Its flags.txt has no --image_size: folders were read at 28x28 grayscale and split
     0.7,0.15,0.15, so it resumes in its folder (run_folder compares these settings)."""
@@ -150,6 +134,43 @@ def test_folder_settings_are_refused_on_other_datasets_and_where_they_do_not_app
         folder_config(str(tmp_path / "mixed"))
 
 
+@pytest.fixture(scope="module")
+def rgb_84(tmp_path_factory):
+    """10 classes x 4 RGB 84x84 PNGs: mini-ImageNet's shape."""
+    return write_folder(tmp_path_factory.mktemp("rgb") / "images", 10, 4, 84, 3)
+
+
+def assert_exports_84x84x3(result, export_dir):
+    meta = json.loads((export_dir / "1" / "assets.extra" / "tf_meta.json").read_text())
+    assert {k: meta["image_contract"][k] for k in ("height", "width", "channels")} == dict(
+        height=84, width=84, channels=3)
+    served = tf.saved_model.load(result.export).signatures["serving_default"]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 84, 84, 3)).astype("f4")
+    answer = served(support_images=tf.constant(images[:2]),
+                    support_labels=tf.constant([0, 1], tf.int32),
+                    query_images=tf.constant(images[2:]))
+    assert answer["probabilities"].shape == (2, 2)
+
+
+def test_a_ten_class_rgb_folder_trains_on_the_first_try_with_defaults_and_exports(rgb_84,
+                                                                                    tmp_path):
+    """Before: --train_ways=60 (ProtoNet's Omniglot protocol), then 2 validation classes for
+    5-way episodes, then 1 test class; and 28x28 grayscale. Now 6/2/2 classes, 6-way
+    training, 2-way tests, 84x84 RGB, recorded in flags.txt for a replay."""
+    result = experiment.train_and_evaluate(
+        RunConfig.from_settings(dataset="folder", data_dir=rgb_84,
+                                export_dir=str(tmp_path / "export"), **SHORT),
+        str(tmp_path / "run"))
+    assert result.lines[0].startswith("test accuracy 2-way 1-shot: ")
+    flags = (tmp_path / "run" / "flags.txt").read_text().split()
+    for flag in ("--train_ways=6", "--ways=2", "--query_shots=3", "--train_query_shots=3",
+                 "--image_size=84", "--channels=3", "--split_fractions=0.7,0.15,0.15"):
+        assert flag in flags
+    replayed = RunConfig.from_flags_file(str(tmp_path / "run" / "flags.txt"))
+    assert replayed.with_data_settings() == replayed  # the file says it all: a replay
+    assert_exports_84x84x3(result, tmp_path / "export")
+
+
 ALGORITHM_SETTINGS = {  # the smallest inner loops and memories: the image path is under test
     "maml": dict(inner_steps=1, test_inner_steps=1, meta_batch_size=1),
     "fomaml": dict(inner_steps=1, test_inner_steps=1, meta_batch_size=1),
@@ -160,27 +181,11 @@ ALGORITHM_SETTINGS = {  # the smallest inner loops and memories: the image path 
 }
 
 
-@pytest.fixture(scope="module")
-def rgb_84(tmp_path_factory):
-    """mini-ImageNet's shape: 6 classes x 4 RGB 84x84 PNGs."""
-    return write_folder(tmp_path_factory.mktemp("rgb") / "images", 6, 4, 84, 3)
-
-
-@pytest.mark.parametrize("algo", [pytest.param(algo, marks=() if algo == "protonet" else
-                                               pytest.mark.slow) for algo in ALGORITHMS])
+@pytest.mark.slow  # 15-30 s each, mostly tracing the exports' signatures; ProtoNet: above
+@pytest.mark.parametrize("algo", [algo for algo in ALGORITHMS if algo != "protonet"])
 def test_an_rgb_84x84_folder_trains_and_exports_with_every_algorithm(rgb_84, tmp_path, algo):
-    """ProtoNet in the default suite; every algorithm with -m slow (the exports' tracing
-    takes 15-30 s each)."""
     config = RunConfig.from_settings(algo=algo, dataset="folder", data_dir=rgb_84,
                                      export_dir=str(tmp_path / "export"), **SHORT,
                                      **ALGORITHM_SETTINGS.get(algo, {}))
-    result = experiment.train_and_evaluate(config, str(tmp_path / "run"))
-    meta = json.loads((tmp_path / "export" / "1" / "assets.extra" / "tf_meta.json").read_text())
-    assert {k: meta["image_contract"][k] for k in ("height", "width", "channels")} == dict(
-        height=84, width=84, channels=3)
-    served = tf.saved_model.load(result.export).signatures["serving_default"]
-    images = np.random.default_rng(0).uniform(0, 255, (4, 84, 84, 3)).astype("f4")
-    answer = served(support_images=tf.constant(images[:2]),
-                    support_labels=tf.constant([0, 1], tf.int32),
-                    query_images=tf.constant(images[2:]))
-    assert answer["probabilities"].shape == (2, 2)
+    assert_exports_84x84x3(experiment.train_and_evaluate(config, str(tmp_path / "run")),
+                           tmp_path / "export")
