@@ -167,8 +167,9 @@ def test_split_fractions_give_every_split_two_classes_or_more(classes, fractions
 
 
 def test_too_few_classes_for_two_in_each_split_is_one_line():
-    with pytest.raises(ValueError, match=r"^5 class\(es\) are too few to split into train and "
-                       r"val and test classes, 2 or more each, by the fractions "):
+    with pytest.raises(ValueError, match=r"^5 class\(es\) are too few to split into train, val "
+                       r"and test classes, 2 or more each, by the fractions \(0.7, 0.15, 0.15\): "
+                       r"add classes, or give validation none \(--split_fractions=0.5,0,0.5\)$"):
         split_ids(5, (0.7, 0.15, 0.15), seed=0)
 
 

@@ -238,9 +238,11 @@ def split_ids(num_classes, fractions, seed):
     check_fractions(fractions)
     names = [n for n, f in zip(SPLITS, fractions) if f > 0]
     if num_classes < 2 * len(names):
-        raise ValueError(f"{num_classes} class(es) are too few to split into {' and '.join(names)}"
-                         f" classes, 2 or more each, by the fractions {tuple(fractions)}: add "
-                         "classes, or give validation none (split fractions 0.5,0,0.5)")
+        named = ", ".join(names[:-1]) + " and " + names[-1]
+        raise ValueError(f"{num_classes} class(es) are too few to split into {named} classes, "
+                         f"2 or more each, by the fractions {tuple(fractions)}: add classes"
+                         + (", or give validation none (--split_fractions=0.5,0,0.5)"
+                            if "val" in names else ""))
     sizes = np.round(np.asarray(fractions[:2]) * num_classes).astype(int).tolist()
     sizes.append(num_classes - sum(sizes))
     for i, fraction in enumerate(fractions):
