@@ -72,6 +72,11 @@ class KerasModel(keras.Model):
             episodes = episodes._replace(query_y=tf.zeros(tf.shape(episodes.query_x)[:2], tf.int32))
         return self.batch_logits(episodes, training)
 
+    def fit(self, *args, shuffle=False, **kwargs):
+        """Keras's fit, with shuffle off by default: episode datasets come shuffled (seeded
+        episodes), and for a dataset Keras ignores shuffle=True and warns that it does."""
+        return super().fit(*args, shuffle=shuffle, **kwargs)
+
     def compile(self, optimizer=None, loss=None, loss_weights=None, metrics=None,
                 weighted_metrics=None, **kwargs):
         """Keras's compile with the learner's own loss, metrics and meta-optimizer.
