@@ -106,3 +106,24 @@ def test_installed_tf_meta_trains_evaluates_and_exports_a_tiny_run_quietly(insta
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (work / "served" / "1" / "saved_model.pb").is_file()
     assert not (work / "saved_models").exists() and not (work / "runs").exists()
+
+
+def test_evaluate_reads_a_remote_run_s_flags_through_tf_io_gfile():
+    """absl opens a --flagfile with `open`, which knows no gs:// or ram://: a remote flag
+    file (the run's own, or one given) becomes its flags; the command line's come after."""
+    import tensorflow as tf
+
+    from tf_meta import run_command
+
+    run = "ram://cli_test/run"
+    tf.io.gfile.makedirs(run)
+    with tf.io.gfile.GFile(run + "/flags.txt", "w") as f:
+        f.write("# tf_meta 0.1.0\n--algo=maml\n\n--steps=4\n")
+    argv = ["tf-meta evaluate", f"--model_dir={run}", "--ways=4"]
+    assert run_command.run_flags(argv, "evaluate") == [
+        "tf-meta evaluate", "--algo=maml", "--steps=4", f"--model_dir={run}", "--ways=4"]
+    assert run_command.run_flags(["train.py", f"--flagfile={run}/flags.txt"], "train") == [
+        "train.py", "--algo=maml", "--steps=4"]
+    assert run_command.run_flags(argv, "train") == argv  # train reads no run's flags
+    with pytest.raises(Exception, match="cannot read --flagfile=ram://cli_test/missing"):
+        run_command.run_flags(["train.py", "--flagfile=ram://cli_test/missing"], "train")

@@ -29,7 +29,7 @@ with console.without_start_up_noise():
     from absl import app, flags, logging
 
     from tf_meta import config as run_config
-    from tf_meta import experiment, run_folder, training
+    from tf_meta import experiment, files, run_folder, training
 
     tf.config.list_physical_devices()  # CUDA's probe (cuInit) reports here, not mid-run
 
@@ -61,18 +61,33 @@ def define_flags():
 
 
 def run_flags(argv, command):
-    """`argv` with the run folder's flags.txt first, for evaluate and export given a
-    --model_dir and no --flagfile (the command line's own flags come after, so they win)."""
+    """`argv` as absl's parser takes it: for evaluate and export given a --model_dir and no
+    --flagfile, the run folder's flags.txt first (the command line's own flags come after,
+    so they win); and a flag file on a remote file system (gs://...) read through
+    tf.io.gfile into its flags, as absl opens flag files with `open` itself."""
     given = {}  # flag -> value, of --flag=value and --flag value
     for arg, following in zip(argv[1:], [*argv[2:], ""]):
         name, equals, value = arg.lstrip("-").partition("=")
         given[name] = value if equals else following
-    if command == "train" or "flagfile" in given or not given.get("model_dir"):
-        return argv
-    flags_file = os.path.join(given["model_dir"], run_folder.FLAGS_FILE)
-    if not tf.io.gfile.exists(flags_file):
-        return argv  # the run's own check says what is missing
-    return [argv[0], f"--flagfile={flags_file}", *argv[1:]]
+    if command != "train" and "flagfile" not in given and given.get("model_dir"):
+        flags_file = os.path.join(given["model_dir"], run_folder.FLAGS_FILE)
+        if tf.io.gfile.exists(flags_file):  # else the run's own check says what is missing
+            argv = [argv[0], f"--flagfile={flags_file}", *argv[1:]]
+    return [argv[0], *(flag for arg in argv[1:] for flag in _remote_flag_file(arg))]
+
+
+def _remote_flag_file(arg):
+    """[arg], or the flags of the remote flag file `--flagfile=<path>` names (its lines
+    but comments and blanks, as absl reads a flag file)."""
+    name, _, path = arg.partition("=")
+    if name.lstrip("-") != "flagfile" or files.is_local(path):
+        return [arg]
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            lines = [line.strip() for line in f.read().splitlines()]
+    except (OSError, tf.errors.OpError) as e:
+        raise flags.Error(f"cannot read --flagfile={path}: {files.error_cause(e)}") from None
+    return [line for line in lines if line and not line.startswith(("#", "//"))]
 
 
 def main(argv=None, command="train", prog="train.py", doc=__doc__):
@@ -89,7 +104,7 @@ def main(argv=None, command="train", prog="train.py", doc=__doc__):
             sys.exit(0)
         try:
             return FLAGS(run_flags(argv, command))
-        except flags.Error as e:
+        except flags.Error as e:  # run_flags' own too
             sys.exit(f"{prog}: error: {e}")
 
     def run(argv):
