@@ -280,3 +280,20 @@ def test_from_arrays_keeps_images_as_uint8_pixels_with_the_model_size_contract()
 def test_from_arrays_refuses_what_would_train_wrong_in_one_line(x, y, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         data.from_arrays(x, y)
+
+
+@pytest.mark.parametrize("layout,message", [
+    ({"train": [2, 2], "val": [2], "test": [2, 2]},
+     "/val' has 1 class folder: episodes need 2 classes or more"),
+    ({"": [2] * 6}, "are 16x12, not square: set image_size (--image_size), the side of the "
+     "square they are resized to"),
+], ids=["a one-class split folder", "images not square"])
+def test_a_folder_that_cannot_decide_its_splits_or_size_is_one_line(tmp_path, layout, message):
+    for name, counts in layout.items():
+        for c, n in enumerate(counts):
+            for i in range(n):
+                os.makedirs(tmp_path / name / f"class{c}", exist_ok=True)
+                write_png(tmp_path / name / f"class{c}" / f"{i}.png", np.zeros((12, 16, 1)))
+    with pytest.raises(ValueError) as raised:
+        data.folder_splits(str(tmp_path))
+    assert message in str(raised.value) and "\n" not in str(raised.value)
