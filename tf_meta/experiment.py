@@ -100,6 +100,7 @@ def evaluate(config, workdir):
 
 
 def _run(config, workdir, train, overwrite=False):
+    config = config.with_data_settings()  # a folder's image size, splits, episode sizes
     keras.utils.set_random_seed(config.seed)  # before the learner is built: seeds its init
     strategy = distribute.make_strategy(config.strategy, config.cpu_replicas)
     with strategy.scope():
