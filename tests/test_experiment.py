@@ -201,7 +201,7 @@ def test_a_model_dir_under_a_file_and_evaluation_without_a_checkpoint_fail_first
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match="is not a folder"):
         experiment.train_and_evaluate(tiny(tmp_path), str(tmp_path / "a_file" / "run"))
-    with pytest.raises(ValueError, match="--eval_only needs a trained run in --model_dir="):
+    with pytest.raises(ValueError, match="needs a trained run in --model_dir="):
         experiment.evaluate(tiny(tmp_path), str(tmp_path / "run"))
     assert tree(tmp_path) == ["a_file"]
 

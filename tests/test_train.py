@@ -80,7 +80,7 @@ BAD_FLAGS = [
     (["--ways=21"], "ways=21 exceeds the 20 classes of the val split"),
     (["--model_dir={tmp}/a_file/run"], "is not a folder"),
     (["--model_dir="], "--model_dir is empty: name a folder"),  # it meant runs/<algo>
-    (["--eval_only"], "--eval_only needs a trained run in --model_dir="),
+    (["--eval_only"], "needs a trained run in --model_dir="),
     (["--strategy=mirrored", "--cpu_replicas=2", "--meta_batch_size=3"],
      "--meta_batch_size=3 does not split evenly over the 2 replicas"),
 ]

@@ -185,8 +185,9 @@ def _prepare(config, workdir, strategy, train, overwrite):
             files.check_writable(path)
     run_folder.check(config, workdir, train, overwrite)  # early: before loading the data
     if not train and not training.has_checkpoint(os.path.join(workdir, "checkpoints")):
-        raise ValueError(f"--eval_only needs a trained run in --model_dir={workdir} "
-                         "(no checkpoint there)")
+        raise ValueError(f"evaluating (--eval_only, tf-meta evaluate or export) needs a "
+                         f"trained run in --model_dir={workdir} (no checkpoint there): train "
+                         "first, or name the run's folder")
     streams = datasets.streams(config)
     _check_meta_batch_fits(config, streams.input_shape)
     learner = make_learner(config, streams.input_shape)
