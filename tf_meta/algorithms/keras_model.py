@@ -135,8 +135,8 @@ class KerasModel(keras.Model):
     def save(self, filepath, overwrite=True, **kwargs):
         """Keras's save, whole or not at all (`save_whole`): a failed save leaves no file
         and an existing one unchanged. `keras.models.load_model(filepath)` gives the
-        learner back, compiled as it was, once `tf_meta.algorithms` is imported (importing
-        it registers the learners with Keras; `import tf_meta` alone loads it lazily)."""
+        learner back, compiled as it was, in any process that imported tf_meta (which
+        registers the learners with Keras)."""
         return save_whole(super().save, filepath, overwrite=overwrite, **kwargs)
 
     def export(self, filepath, *args, **kwargs):
