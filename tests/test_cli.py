@@ -78,6 +78,10 @@ def test_tf_meta_help_lists_the_commands_and_train_help_exits_0(installed):
     assert not [line for line in done.stderr.splitlines() if FOREIGN.match(line)]
     unknown = run([str(tf_meta), "fit"], work)
     assert unknown.returncode == 2 and "invalid choice: 'fit'" in unknown.stderr
+    bad = run([str(tf_meta), "train", "--steps=abc"], work)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "tf-meta train: error: flag --steps=abc: invalid literal for int() with base 10: "
+        "'abc'"], bad.stderr
 
 
 def test_installed_tf_meta_trains_evaluates_and_exports_a_tiny_run_quietly(installed):
