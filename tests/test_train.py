@@ -56,18 +56,23 @@ def test_tiny_run_writes_flags_checkpoint_results_and_a_servable_export(tmp_path
     assert sorted(os.listdir(export_dir)) == ["1", "2"]
 
 
-def test_help_exits_0_with_the_usage_and_no_start_up_noise(tmp_path):
-    """absl exits 1 after --help; train.py 0, as a help should."""
-    for flag in ("--help", "--helpfull"):
-        done = run_train([flag], tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
+def test_help_exits_0_with_the_usage_and_no_start_up_noise(tmp_path, bad_flag_runs):
+    """absl exits 1 after --help; train.py 0, as a help should. (--helpfull takes the same
+    path after the same start-up: it runs in the shared process of IN_PROCESS.)"""
+    for flag, done in [("--help", run_train(["--help"], tmp_path)),
+                       ("--helpfull", bad_flag_runs[("--helpfull",)][0])]:
+        assert done.returncode == 0, (flag, done.stderr[-2000:])
         assert done.stdout.startswith("Meta-trains a tf_meta learner") and "--algo" in done.stdout
         assert not [line for line in done.stderr.splitlines() if FOREIGN.match(line)]
 
 
 # The command line itself: absl's parser, flag files, and the library's errors as one line.
 # Every bad setting has its in-process row in test_config.py / test_experiment.py; these
-# rows check that each kind reaches the terminal as one `train.py: error:` line.
+# rows check that each kind reaches the terminal as one `train.py: error:` line. One row of
+# each kind of path is its own train.py process (absl's parse error, a flag file, an
+# unexpected argument, the library's ValueError, several replicas: a fresh interpreter is the
+# honest check of exit code and stderr); the other rows (IN_PROCESS) run one after another in
+# one shared process, through train.py's own main, as the interpreter would report them.
 BAD_FLAGS = [
     (["--algo=nope"], "value should be one of"),
     (["--nope=1"], "Unknown command line flag 'nope'"),
@@ -84,6 +89,37 @@ BAD_FLAGS = [
     (["--strategy=mirrored", "--cpu_replicas=2", "--meta_batch_size=3"],
      "--meta_batch_size=3 does not split evenly over the 2 replicas"),
 ]
+IN_PROCESS = [["--nope=1"], ["--steps=abc"], ["--steps=5"], ["--algo=maml", "--inner_lr=0"],
+              ["--inner_lr=0.1"], ["--model_dir={tmp}/a_file/run"], ["--model_dir="],
+              ["--eval_only"], ["--helpfull"]]
+
+# Runs train.py's main once per row [folder, argv] in this one process, each row in its
+# folder with fresh flags; prints [exit status, stdout, stderr] a row, as JSON.
+SHARED_PROCESS = """
+import contextlib, importlib.util, io, json, os, sys, traceback
+spec = importlib.util.spec_from_file_location("train", sys.argv[1])
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)  # not __main__: defines, runs nothing
+results = []
+for folder, argv in json.loads(sys.argv[2]):
+    os.chdir(folder)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            train.run_command.main(["train.py", *argv], prog="train.py", doc=train.__doc__)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    if isinstance(code, str):  # as the interpreter reports sys.exit(message)
+        err.write(code + "\\n")
+        code = 1
+    train.run_command.FLAGS.unparse_flags()
+    results.append([code or 0, out.getvalue(), err.getvalue()])
+print("RESULTS " + json.dumps(results))
+"""
 
 
 def tree(root):
@@ -103,20 +139,38 @@ def assert_one_line_error_and_nothing_written(done, message, tmp_path, before):
 def bad_flag_runs(tmp_path_factory):
     """flags -> (train.py's CompletedProcess, its folder, the folder's files before the run).
 
-    Each row is its own train.py process (a fresh interpreter is the honest check of exit
-    code and stderr); they run two at a time, as most of their time is importing TF.
+    The rows not IN_PROCESS run two at a time, as most of their time is importing TF; the
+    IN_PROCESS rows share one more process.
     """
-    def run(flags):
+    def folder_of(flags):
         folder = tmp_path_factory.mktemp("bad_flags")
         (folder / "a_file").write_text("a file where a folder should be")
-        before = tree(folder)
-        done = run_train(TINY + [f"--model_dir={folder / 'run'}",
-                                 f"--export_dir={folder / 'export'}"]
-                         + [f.format(tmp=folder) for f in flags], folder)
-        return tuple(flags), (done, folder, before)
+        argv = (TINY + [f"--model_dir={folder / 'run'}", f"--export_dir={folder / 'export'}"]
+                + [f.format(tmp=folder) for f in flags])
+        return folder, argv, tree(folder)
 
+    def run(flags):
+        folder, argv, before = folder_of(flags)
+        return {tuple(flags): (run_train(argv, folder), folder, before)}
+
+    def run_shared(rows):
+        runs = {tuple(flags): folder_of(flags) for flags in rows}
+        done = subprocess.run([sys.executable, "-c", SHARED_PROCESS, str(ROOT / "train.py"),
+                               json.dumps([[str(f), a] for f, a, _ in runs.values()])],
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        last = done.stdout.splitlines()[-1] if done.stdout.strip() else ""
+        assert done.returncode == 0 and last.startswith("RESULTS "), done.stderr[-3000:]
+        return {flags: (subprocess.CompletedProcess(argv, *result), folder, before)
+                for (flags, (folder, argv, before)), result
+                in zip(runs.items(), json.loads(last[len("RESULTS "):]))}
+
+    alone = [flags for flags, _ in BAD_FLAGS if flags not in IN_PROCESS]
+    tmp_path_factory.getbasetemp()  # made once here: two threads making it at once can clash
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(run, [flags for flags, _ in BAD_FLAGS]))
+        shared = pool.submit(run_shared, IN_PROCESS)
+        runs = {k: v for one in pool.map(run, alone) for k, v in one.items()}
+        return runs | shared.result()
 
 
 @pytest.mark.parametrize("flags,message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
