@@ -91,7 +91,8 @@ def test_a_transductive_learner_also_reports_what_its_default_export_serves(tmp_
     """MAML's test normalises a task's queries as one batch; the default export answers each
     query on its own, and the run says how well (the MAML paper checkpoint: 93.07% served,
     97.83% tested; docs/RESULTS.md)."""
-    maml = dict(algo="maml", meta_batch_size=2, train_query_shots=2)
+    # One test-time inner step: MAML's inner loop is unrolled, each step more graph to trace.
+    maml = dict(algo="maml", meta_batch_size=2, train_query_shots=2, test_inner_steps=1)
     result = experiment.train_and_evaluate(tiny(tmp_path, **maml), str(tmp_path / "run"))
     served = result.scores["served_accuracy"]
     assert 0 <= served["accuracy"] <= 1 and served["ci95"] >= 0
@@ -274,7 +275,7 @@ def test_export_adapted_from_a_folder_of_support_images(tmp_path):
     write_images(tmp_path / "support", {f"class{c}": 2 for c in range(3)}, size=28)
     result = experiment.train_and_evaluate(
         tiny(tmp_path, algo="maml", export_adapted=str(tmp_path / "support"),
-             meta_batch_size=2, train_query_shots=2),
+             meta_batch_size=2, train_query_shots=2, test_inner_steps=1),
         str(tmp_path / "run"))
     meta = json.loads((tmp_path / "export_adapted" / "1" / "assets.extra" /
                        "tf_meta.json").read_text())
