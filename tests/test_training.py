@@ -200,8 +200,10 @@ def test_a_checkpoint_holds_every_variable_of_the_learner_and_its_optimizer(algo
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
-@pytest.mark.parametrize("algo", ["protonet", "maml"])
-def test_fit_evaluate_and_predict_take_tuples_and_dicts_of_the_episode_fields(algo):
+# MAML with one test-time inner step: its inner loop is unrolled, and nine learners trace it.
+@pytest.mark.parametrize("algo,settings", [("protonet", {}), ("maml", {"test_inner_steps": 1})],
+                         ids=["protonet", "maml"])
+def test_fit_evaluate_and_predict_take_tuples_and_dicts_of_the_episode_fields(algo, settings):
     """Keras users' datasets: (support_x, support_y, query_x, query_y) tuples or dicts with
     the field names, and predictions without query_y, answer as Episodes do."""
     source = data.synthetic(20, 10, (28, 28, 1))
@@ -212,7 +214,7 @@ def test_fit_evaluate_and_predict_take_tuples_and_dicts_of_the_episode_fields(al
     answers = []
     for stream in (episodes, as_tuples, as_dicts):
         keras.utils.set_random_seed(0)
-        learner = tf_meta.build_learner(algo, (28, 28, 1), ways=5)
+        learner = tf_meta.build_learner(algo, (28, 28, 1), ways=5, **settings)
         learner.compile(optimizer=learner.meta_optimizer(1e-3, 10, 10, 1.0))
         learner.fit(stream, epochs=1, verbose=0)
         answers.append((learner.evaluate(stream, verbose=0, return_dict=True)["loss"],
