@@ -89,9 +89,11 @@ BAD_FLAGS = [
     (["--strategy=mirrored", "--cpu_replicas=2", "--meta_batch_size=3"],
      "--meta_batch_size=3 does not split evenly over the 2 replicas"),
 ]
+# MAML with an inner learning rate that makes its loss NaN at the first step.
+DIVERGES = ["--algo=maml", "--inner_lr=1e30", "--meta_batch_size=2", "--test_inner_steps=1"]
 IN_PROCESS = [["--nope=1"], ["--steps=abc"], ["--steps=5"], ["--algo=maml", "--inner_lr=0"],
               ["--inner_lr=0.1"], ["--model_dir={tmp}/a_file/run"], ["--model_dir="],
-              ["--eval_only"], ["--helpfull"]]
+              ["--eval_only"], ["--helpfull"], DIVERGES]
 
 # Runs train.py's main once per row [folder, argv] in this one process, each row in its
 # folder with fresh flags; prints [exit status, stdout, stderr] a row, as JSON.
@@ -137,7 +139,8 @@ def assert_one_line_error_and_nothing_written(done, message, tmp_path, before):
 
 @pytest.fixture(scope="module")
 def bad_flag_runs(tmp_path_factory):
-    """flags -> (train.py's CompletedProcess, its folder, the folder's files before the run).
+    """flags -> (train.py's CompletedProcess, its folder, the folder's files before the run),
+    for BAD_FLAGS, --helpfull and a run that DIVERGES.
 
     The rows not IN_PROCESS run two at a time, as most of their time is importing TF; the
     IN_PROCESS rows share one more process.
@@ -177,3 +180,11 @@ def bad_flag_runs(tmp_path_factory):
 def test_bad_flags_fail_with_one_line_and_leave_nothing(bad_flag_runs, flags, message):
     done, folder, before = bad_flag_runs[tuple(flags)]
     assert_one_line_error_and_nothing_written(done, message, folder, before)
+
+
+def test_a_run_that_diverges_says_so_in_one_line_and_exports_nothing(bad_flag_runs):
+    done, folder, _ = bad_flag_runs[tuple(DIVERGES)]
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "train.py: error: the training loss became NaN or Inf at step" in done.stderr
+    assert not (folder / "export").exists()
