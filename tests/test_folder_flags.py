@@ -102,11 +102,15 @@ def test_the_fitted_protocol_keeps_what_the_user_set():
     (dict(ways=3), ("--ways=3 exceeds the 2 classes of the val split: lower --ways",)),
     (dict(shots=8), ("shots + query_shots = 9 exceeds the examples of 2 class(es) of the val "
                      "split (class ", "has 8): lower --shots or --query_shots")),
+    (dict(train_shots=8, train_query_shots=1), (
+        "shots + query_shots = 9 exceeds the examples of", "of the train split",
+        "lower --train_shots or --train_query_shots")),
     (dict(image_size=20), ("--image_size=20: it must be >= 28",)),
     (dict(channels=2), ("--channels=2: 1 (grayscale) or 3 (RGB)",)),
     (dict(split_fractions="0.7,0.3"), ("--split_fractions=0.7,0.3: give three fractions",)),
     (dict(split_fractions="0.5,0.5,0"), ("--split_fractions=0.5,0.5,0: give three",)),
-], ids=["train_ways", "ways", "shots", "image_size", "channels", "two fractions", "no test"])
+], ids=["train_ways", "ways", "shots", "train_shots", "image_size", "channels", "two fractions",
+        "no test"])
 def test_a_setting_that_does_not_fit_the_folder_names_its_flag(tmp_path, settings, message):
     """Before: `ways=60 exceeds the 7 classes of the train split`, naming no flag."""
     path = write_folder(tmp_path / "data", 10, 8, 28, 1)

@@ -276,10 +276,12 @@ def test_from_arrays_keeps_images_as_uint8_pixels_with_the_model_size_contract()
     (np.zeros((4, 3)), [0, 1, 0], "labels must be [n] for examples [n, ...]"),
     (np.zeros((4, 3)), [0.0, 1.0, 0.0, 1.0], "labels must be integer class ids"),
     (np.zeros((4, 3)), [2, 2, 2, 2], "1 class(es); an episode needs 2 or more"),
-], ids=["scaled to [0, 1]", "above 255", "lengths", "float labels", "one class"])
+    (np.zeros((4, 3)), [0, 1, 0, 1], "3 class names for 2 classes"),
+], ids=["scaled to [0, 1]", "above 255", "lengths", "float labels", "one class", "names"])
 def test_from_arrays_refuses_what_would_train_wrong_in_one_line(x, y, message):
+    names = ["a", "b", "c"] if "class names" in message else None
     with pytest.raises(ValueError, match=re.escape(message)):
-        data.from_arrays(x, y)
+        data.from_arrays(x, y, class_names=names)
 
 
 @pytest.mark.parametrize("layout,message", [

@@ -8,6 +8,7 @@ calls, as train.py makes them).
 
 import json
 import os
+import re
 import uuid
 
 import pytest
@@ -106,3 +107,14 @@ def test_a_file_url_is_a_local_folder_and_is_locked(tmp_path):
                 pass
     with run_folder.lock("ram://no/lock/there"):  # TF's file systems have no lock
         pass
+
+
+def test_a_remote_path_that_is_a_file_is_refused_as_a_folder_in_one_line():
+    from tf_meta import files
+
+    path = "ram://storage_test/a_file"
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("not a folder")
+    with pytest.raises(ValueError, match=re.escape(f"cannot write {path!r}: it is not a folder")):
+        files.check_writable(path)
+    files.check_writable("ram://storage_test/a_folder")  # a folder to be: writable

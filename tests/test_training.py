@@ -1,6 +1,7 @@
 """Resumable meta-training: a killed run continues where it was and ends where it would have."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -215,6 +216,9 @@ def test_fit_evaluate_and_predict_take_tuples_and_dicts_of_the_episode_fields(al
     for one in (batch, tuple(batch)[:3], {k: v for k, v in batch._asdict().items()}):
         np.testing.assert_allclose(learner.predict_on_batch(one), answers[-1][1][:2],
                                    rtol=1e-4, atol=1e-4)
+    from tf_meta.episode import as_episode
     with pytest.raises(ValueError, match="an episode dict has the keys"):
-        from tf_meta.episode import as_episode
         as_episode({"support_x": 1, "query": 2})
+    with pytest.raises(ValueError, match=re.escape("expected an Episode, or a tuple or dict of "
+                                                   "its fields")):
+        as_episode(tuple(batch)[:2])
