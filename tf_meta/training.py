@@ -161,8 +161,7 @@ def fit(learner, train_stream, directory, steps, checkpoint_every, eval_every,
                     validation_data=validation, validation_freq=eval_every // checkpoint_every,
                     callbacks=[guard, *([progress.Progress(steps)] if verbose else []),
                                *callbacks],
-                    verbose=0,  # Keras's bar counts checkpoint intervals as epochs
-                    shuffle=False)  # episodes come shuffled: Keras warns it ignores shuffle=True
+                    verbose=0)  # Keras's bar counts checkpoint intervals as epochs
     if guard.diverged_at is not None:
         last = checkpoints.manager.latest_checkpoint
         kept = (f"the last good checkpoint (step {_step_of(last)}) is kept in {directory}"
@@ -217,13 +216,13 @@ def _saved_shapes(path):
     return tf.compat.v1.train.NewCheckpointReader(path).get_variable_to_shape_map()
 
 
-def _check_fits(path, variables):
-    """Raises ValueError if checkpoint `path` holds a learner variable of another shape.
+def _check_fits(path, saved, variables):
+    """Raises ValueError if checkpoint `path`, whose variables have the shapes `saved`
+    (`_saved_shapes`), holds a learner variable of another shape.
 
     Variables are saved by index (`_learner_objects`); a checkpoint of another learner
     (other ways, another algorithm) would otherwise restore in part.
     """
-    saved = _saved_shapes(path)
     for i, variable in enumerate(variables):
         shape = saved.get(f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
         if shape is not None and list(shape) != variable.shape.as_list():
@@ -246,12 +245,12 @@ def _restore_newest(checkpoint, paths, variables):
     """
     for path in reversed(paths):
         try:
-            _saved_shapes(path)
+            saved = _saved_shapes(path)
         except Exception as e:  # noqa: BLE001 - a damaged file raises any of several types
             logging.warning("checkpoint %s is unreadable (%s); trying an older one",
                             path, str(e).splitlines()[0])
             continue
-        _check_fits(path, variables)
+        _check_fits(path, saved, variables)
         try:
             checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
             return path
