@@ -57,7 +57,7 @@ class FolderLayout(NamedTuple):
 
     def files(self):
         """Every image file, split by split, class by class."""
-        return [file for classes in self.splits.values() for c in classes for file in c.files]
+        return _files(self.splits)
 
 
 def class_folders(path):
@@ -220,9 +220,8 @@ def _contract(image_size, channels, invert):
 
 def _read_sources(splits, contract, max_pixels):
     """dict split -> Source of its ClassFolders, their images read in one parallel stream."""
-    files = [file for classes in splits.values() for c in classes for file in c.files]
     pixels = image_files.read_many(
-        files, lambda image: tf.cast(to_model_pixels(image[None], contract)[0], tf.uint8),
+        _files(splits), lambda image: tf.cast(to_model_pixels(image[None], contract)[0], tf.uint8),
         max_pixels)
     sources, start = {}, 0
     for split, classes in splits.items():
@@ -234,3 +233,8 @@ def _read_sources(splits, contract, max_pixels):
         sources[split] = Source(examples, counts, np.array([c.label for c in classes], np.int64),
                                 tuple(c.name for c in classes), contract)
     return sources
+
+
+def _files(splits):
+    """Every image file of `splits` (split -> ClassFolders), split by split, class by class."""
+    return [file for classes in splits.values() for c in classes for file in c.files]
