@@ -8,14 +8,12 @@
 train, evaluate and export take the run's absl flags (`tf_meta.run_command`; `--helpfull`
 lists them all); predict has its own (`tf_meta.predict`, argparse: DESCRIPTION,
 add_arguments(parser), run(args)), and needs only an export. A command's module is
-imported when it runs, inside `console.without_start_up_noise` (as the package's own
-imports are), so no command shows TensorFlow's native start-up lines.
+imported when it runs. No command shows TensorFlow's native start-up lines: the package's
+import, which comes first, holds them back (tf_meta/__init__, `console`).
 """
 
 import argparse
 import sys
-
-from tf_meta import console
 
 RUN_COMMANDS = {  # name -> summary; all three are `tf_meta.run_command`
     "train": "meta-train, evaluate and export a learner (the same as train.py)",
@@ -43,14 +41,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else None
     if command in RUN_COMMANDS:
-        from tf_meta import run_command  # holds back TF's start-up lines itself
+        from tf_meta import run_command
 
         prog = f"tf-meta {command}"
         doc = f"{prog}: {RUN_COMMANDS[command]}.\n\n{run_command.__doc__}"
         return run_command.main([prog, *argv[1:]], command, prog=prog, doc=doc)
     if command == "predict":
-        with console.without_start_up_noise():
-            from tf_meta import predict
+        from tf_meta import predict
         predict_parser = argparse.ArgumentParser(
             prog="tf-meta predict", description=predict.DESCRIPTION,
             formatter_class=argparse.RawDescriptionHelpFormatter)

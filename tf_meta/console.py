@@ -1,7 +1,8 @@
 """What the command line shows: TensorFlow's native start-up notices held back, and
 whether output goes to a terminal (a progress bar) or a log (one line an interval).
 
-Imports no TensorFlow: the commands enter `without_start_up_noise` before they import it.
+Imports no TensorFlow: the package (tf_meta/__init__) enters `without_start_up_noise` before
+it imports TensorFlow, so every command and library user starts quietly.
 """
 
 import contextlib

@@ -22,16 +22,11 @@ needs saying (flags given on the command line override it; `--flagfile` replaces
 import os
 import sys
 
-from tf_meta import console
+import tensorflow as tf  # its start-up lines held back by tf_meta/__init__, imported first
+from absl import app, flags, logging
 
-with console.without_start_up_noise():
-    import tensorflow as tf
-    from absl import app, flags, logging
-
-    from tf_meta import config as run_config
-    from tf_meta import experiment, files, run_folder, training
-
-    tf.config.list_physical_devices()  # CUDA's probe (cuInit) reports here, not mid-run
+from tf_meta import config as run_config
+from tf_meta import experiment, files, run_folder, training
 
 COMMANDS = ("train", "evaluate", "export")
 HELP = {"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
