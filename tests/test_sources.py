@@ -171,6 +171,15 @@ def test_too_few_classes_for_two_in_each_split_is_one_line():
                        r"and test classes, 2 or more each, by the fractions \(0.7, 0.15, 0.15\): "
                        r"add classes, or give validation none \(--split_fractions=0.5,0,0.5\)$"):
         split_ids(5, (0.7, 0.15, 0.15), seed=0)
+    # Fewer than 4 classes cannot give train and test 2 each either: no such advice then.
+    with pytest.raises(ValueError, match=r"^3 class\(es\) are too few to split into train, val "
+                       r"and test classes, 2 or more each, by the fractions \(0.7, 0.15, 0.15\): "
+                       r"add classes$"):
+        split_ids(3, (0.7, 0.15, 0.15), seed=0)
+    with pytest.raises(ValueError, match=r"^3 class\(es\) are too few to split into train and "
+                       r"test classes, 2 or more each, by the fractions \(0.5, 0.0, 0.5\): "
+                       r"add classes$"):
+        split_ids(3, (0.5, 0.0, 0.5), seed=0)
 
 
 def test_folder_splits_read_size_and_channels_from_images_on_any_tensorflow_filesystem(tmp_path):

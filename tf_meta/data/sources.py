@@ -185,7 +185,7 @@ def split_ids(num_classes, fractions, seed):
         raise ValueError(f"{num_classes} class(es) are too few to split into {named} classes, "
                          f"2 or more each, by the fractions {tuple(fractions)}: add classes"
                          + (", or give validation none (--split_fractions=0.5,0,0.5)"
-                            if "val" in names else ""))
+                            if "val" in names and num_classes >= 4 else ""))
     sizes = np.round(np.asarray(fractions[:2]) * num_classes).astype(int).tolist()
     sizes.append(num_classes - sum(sizes))
     for i, fraction in enumerate(fractions):
