@@ -17,7 +17,7 @@ PACKAGE = ROOT / "tf_meta"
 LAYERS = [
     ["tf_meta.episode", "tf_meta.version", "tf_meta.files", "tf_meta.console"],
     ["tf_meta.data"],
-    ["tf_meta.backbones", "tf_meta.distribute"],
+    ["tf_meta.backbones", "tf_meta.distribute", "tf_meta.precision"],
     ["tf_meta.algorithms"],
     ["tf_meta.progress"],
     ["tf_meta.evaluation", "tf_meta.training", "tf_meta.export", "tf_meta.protocols",

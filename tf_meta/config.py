@@ -27,6 +27,7 @@ from tf_meta.backbones import NETWORKS
 from tf_meta.data.folders import has_split_folders
 from tf_meta.data.sources import SPLIT_SCHEMES
 from tf_meta.datasets import DATASETS
+from tf_meta.precision import PRECISIONS
 from tf_meta.version import VERSION
 
 PROTOCOL = "(unset: the --protocol's value, tf_meta/protocols.py)"
@@ -156,6 +157,11 @@ class RunConfig:
                                         "BatchNorm batch, the papers' tests, so one query moves "
                                         "the others' answers); by default each query is "
                                         "answered on its own")
+    precision: str = _setting("float32", str, "the networks' arithmetic: float32, or mixed "
+                              "precision (float32 weights) in bfloat16 (CPUs with "
+                              "AVX512-BF16 or AMX, TPUs, recent GPUs) or float16 (GPUs; the "
+                              "loss is scaled); docs/PERFORMANCE.md, Precision",
+                              list(PRECISIONS), shapes_weights=True)
     strategy: str = _setting("default", str, "tf.distribute strategy: the meta-batch's tasks "
                              "split across replicas, meta-gradients all-reduced (multi_worker: "
                              "workers from TF_CONFIG; README, Distributed)",

@@ -58,7 +58,7 @@ def make_learner(config, input_shape):
     return build_learner(config.algo, input_shape, ways=1 if regression else config.train_ways,
                          backbone=dataset.backbone() if dataset.backbone else None,
                          network=config.network, regression=regression,
-                         **config.hyperparameters)
+                         precision=config.precision, **config.hyperparameters)
 
 
 def compile_learner(learner, config, jit_compile=False):

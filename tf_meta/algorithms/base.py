@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_meta import backbones, distribute
+from tf_meta.precision import policy_of, precision_of, set_policy
 from tf_meta.algorithms import hyperparameters
 from tf_meta.algorithms.keras_model import KerasModel
 from tf_meta.episode import Episode, as_episode
@@ -40,6 +41,8 @@ class MetaLearner(KerasModel):
                        equal by tests/test_keras_conventions.py).
       NESTED_MODELS    constructor arguments that are Keras models, serialised nested in
                        `get_config` (the backbone; RelationNet's relation module too).
+      SCALES_LOSS      True when its meta-update follows the gradient of a loss, which
+                       float16 training scales (`scaled_loss`); Reptile's θ − φ is not one.
 
     How outputs become answers: `outputs(logits)` gives what evaluation scores and the
     served model returns (logits, probabilities, classes; regression: predictions), and
@@ -62,9 +65,17 @@ class MetaLearner(KerasModel):
     The serving signature (`tf_meta.export`) calls `query_logits` with `training=False`
     on an Episode without query labels, so the hook must not read query_y.
 
+    Precision (`tf_meta.precision`): the learner's Keras dtype policy, given as
+    `precision`, is set on its networks (`in_precision`: the backbone here, a subclass's own
+    networks where it builds them); the learner casts their outputs to float32
+    (`precision.full_precision`), so `query_logits` and everything after it are float32.
+
     Args:
       backbone: keras.Model, the network `call` runs (an embedding, a classifier, ...).
       regression: learn the "regression" task kind instead of "classification".
+      precision: "float32", "bfloat16" or "float16" (`precision.PRECISIONS`; the low ones
+        are Keras's mixed policies, float32 variables); None: the global Keras dtype
+        policy's.
       name: the Keras model name.
       **hyperparameters: values for HYPERPARAMETERS (unset ones take their default).
     """
@@ -77,17 +88,22 @@ class MetaLearner(KerasModel):
     UNUSED_SETTINGS = {}
     META_OPTIMIZER = dict(meta_lr=1e-3, steps=10000, decay_every=2000, decay_rate=0.5)
     NESTED_MODELS = ("backbone",)
+    SCALES_LOSS = True
     finish_gradients = None
 
-    def __init__(self, backbone, regression=False, name=None, **hyperparameter_values):
+    def __init__(self, backbone, regression=False, precision=None, name=None,
+                 **hyperparameter_values):
         values = hyperparameters.resolve(self.HYPERPARAMETERS, hyperparameter_values,
                                          type(self).__name__)
-        super().__init__(name=name)
+        # The policy is the networks'; with autocast off the learner itself neither casts
+        # the episodes it is called on nor reads its variables (θ, the fast weights' start)
+        # in low precision.
+        super().__init__(name=name, dtype=policy_of(precision), autocast=False)
         self.task = "regression" if regression else "classification"
         if self.task not in self.TASKS:
             raise ValueError(f"{type(self).__name__} learns {' and '.join(self.TASKS)}, "
                              f"not {self.task}")
-        self.backbone = backbone
+        self.backbone = self.in_precision(backbone)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = (None if regression else
                                  keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
@@ -105,6 +121,22 @@ class MetaLearner(KerasModel):
     @property
     def regression(self):
         return self.task == "regression"
+
+    @property
+    def precision(self):
+        """"float32", "bfloat16" or "float16": the precision its networks compute in."""
+        return precision_of(self.dtype_policy.name)
+
+    def in_precision(self, network):
+        """`network` with every layer in this learner's dtype policy (`precision.set_policy`)."""
+        return set_policy(network, self.dtype_policy.name)
+
+    def scaled_loss(self, loss):
+        """The loss a meta-gradient tape differentiates: scaled by the optimizer's dynamic
+        loss scale under float16 (compiled with a LossScaleOptimizer, whose `apply` divides
+        the scale out), the loss itself otherwise. Call it inside the tape."""
+        optimizer = getattr(self, "optimizer", None)
+        return loss if optimizer is None else optimizer.scale_loss(loss)
 
     @staticmethod
     def default_backbone(input_shape, ways, network=None):
@@ -170,7 +202,8 @@ class MetaLearner(KerasModel):
         with tf.GradientTape() as tape:
             logits = self.batch_logits(episodes, training=True)
             loss = tf.reduce_mean(self.query_loss(episodes.query_y, logits), axis=0)
-        return tape.gradient(loss, self.trainable_variables), loss, logits
+            scaled = self.scaled_loss(loss)
+        return tape.gradient(scaled, self.trainable_variables), loss, logits
 
     def meta_optimizer(self, meta_lr, steps, decay_every, decay_rate):
         """The outer optimizer a run compiles with: Adam, rate × decay_rate every decay_every."""
@@ -184,7 +217,7 @@ class MetaLearner(KerasModel):
     def train_step(self, episodes):
         episodes = as_episode(episodes)  # datasets of tuples or dicts of the fields too
         grads, loss, logits = self.meta_gradients(episodes)
-        grads = distribute.replica_gradients(grads, self.finish_gradients)
+        grads = distribute.replica_gradients(grads, self._finish_scaled())
         self.optimizer.apply(grads, self.trainable_variables)
         return self._track(loss, episodes.query_y, logits)
 
@@ -209,6 +242,15 @@ class MetaLearner(KerasModel):
             return self.query_loss(episodes.query_y, logits)
         hits = tf.equal(self.outputs(logits)["classes"], tf.cast(episodes.query_y, tf.int32))
         return tf.reduce_mean(tf.cast(hits, tf.float32), axis=-1)
+
+    def _finish_scaled(self):
+        """`finish_gradients` for gradients of `scaled_loss`: it sees them unscaled (a clip
+        norm is the loss's), and its result is scaled back for the LossScaleOptimizer."""
+        finish = self.finish_gradients
+        scale = getattr(self.optimizer, "dynamic_scale", None)
+        if finish is None or scale is None:
+            return finish
+        return lambda grads: [g * scale for g in finish([g / scale for g in grads])]
 
     @property
     def metrics(self):

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from tf_meta.precision import full_precision
+
 
 class AdamState(NamedTuple):
     """Adam's state: first and second moments (lists parallel to the weights), step count."""
@@ -26,11 +28,17 @@ class AdamState(NamedTuple):
 def forward(model, fast, x, training):
     """model(x) with `fast` in place of model.trainable_variables; moving stats unchanged.
 
+    `fast` stays float32 under a mixed precision policy: the layers cast it to their
+    compute dtype, so its gradients come back float32 and the inner loop updates float32
+    weights; the outputs are cast to float32.
+
     Returns:
-      (outputs, updated non-trainable values): the second is what BatchNorm's moving
-      statistics would become after this batch; callers may assign or discard it.
+      (outputs float32, updated non-trainable values): the second is what BatchNorm's
+      moving statistics would become after this batch; callers may assign or discard it.
     """
-    return model.stateless_call(fast, model.non_trainable_variables, x, training=training)
+    outputs, moving = model.stateless_call(fast, model.non_trainable_variables, x,
+                                           training=training)
+    return full_precision(outputs), moving
 
 
 def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, training=True, frozen=()):

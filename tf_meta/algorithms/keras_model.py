@@ -19,7 +19,8 @@ KERAS_SUFFIX = ".keras"
 class KerasModel(keras.Model):
     """The Keras entry points of a MetaLearner (`base.MetaLearner` subclasses this).
 
-    Reads from the learner: `backbone`, `regression`, `batch_logits`, `metrics`,
+    Reads from the learner: `backbone`, `regression`, `precision`, `SCALES_LOSS`,
+    `batch_logits`, `metrics`,
     `meta_optimizer` with its META_OPTIMIZER arguments, `hyperparameter_values` and the
     NESTED_MODELS among its constructor arguments.
     """
@@ -106,6 +107,9 @@ class KerasModel(keras.Model):
                              f"({', '.join(m.name for m in self.metrics)}); leave them out")
         if optimizer is None:
             optimizer = self.meta_optimizer(**self.META_OPTIMIZER)
+        # float16: Keras wraps the optimizer in a LossScaleOptimizer, which divides the
+        # update by the loss scale: only for a loss gradient (`scaled_loss`).
+        kwargs.setdefault("auto_scale_loss", self.SCALES_LOSS)
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
@@ -122,7 +126,7 @@ class KerasModel(keras.Model):
         """What the learner is, for `save`: name, task kind, hyperparameters and the nested
         Keras serialisation of NESTED_MODELS (the backbone, its exact BatchNormalization
         layers included). Subclasses add their other constructor arguments."""
-        return {"name": self.name, "regression": self.regression,
+        return {"name": self.name, "regression": self.regression, "precision": self.precision,
                 **self.hyperparameter_values(),
                 **{key: keras.saving.serialize_keras_object(getattr(self, key))
                    for key in self.NESTED_MODELS}}

@@ -83,7 +83,8 @@ class MAML(FastWeightLearner):
             with tf.GradientTape() as tape:
                 task_logits = self.query_logits(episode, training=True)
                 loss = self.query_loss(episode.query_y, task_logits)
-            task_grads = tape.gradient(loss, variables)
+                scaled = self.scaled_loss(loss)
+            task_grads = tape.gradient(scaled, variables)
             return (i + 1, [g + t for g, t in zip(grads, task_grads)], losses.write(i, loss),
                     logits.write(i, task_logits))
 

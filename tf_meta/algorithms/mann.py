@@ -111,6 +111,11 @@ class MANN(SequenceLearner):
     moving at test). The support order is the one given: `make_episode_dataset` shuffles
     it, and a class-major order would teach the order, not the labels.
 
+    Precision: only the item embedding computes in the learner's precision. The controller,
+    its interface and head, and the memory stay float32: one step is a few matrix-vector
+    products, too small to gain from bfloat16, and the reads are softmax(β · cosine)
+    over 128 slots, which an 8-bit mantissa would blur.
+
     References:
       Santoro, Bartunov, Botvinick, Wierstra & Lillicrap, "Meta-Learning with
       Memory-Augmented Neural Networks", ICML 2016.
@@ -142,9 +147,12 @@ class MANN(SequenceLearner):
         controller_units, memory_width = self.controller_units, self.memory_width
         read_heads = self.read_heads
         reads = read_heads * memory_width
-        self.controller = keras.layers.LSTMCell(controller_units, name="controller")
-        self.interface = keras.layers.Dense(read_heads * (memory_width + 1), name="interface")
-        self.head = keras.layers.Dense(backbone.ways, name="head")
+        # float32 at every precision (see the class docstring).
+        self.controller = keras.layers.LSTMCell(controller_units, name="controller",
+                                                dtype="float32")
+        self.interface = keras.layers.Dense(read_heads * (memory_width + 1), name="interface",
+                                            dtype="float32")
+        self.head = keras.layers.Dense(backbone.ways, name="head", dtype="float32")
         self.controller.build((None, backbone.units + backbone.ways + reads))
         self.interface.build((None, controller_units))
         self.head.build((None, controller_units + reads))
@@ -248,4 +256,5 @@ class MANN(SequenceLearner):
             support_logits, logits = self.episode_logits(episodes, training=True)
             loss = tf.reduce_mean(self.sequence_loss(episodes.support_y, support_logits,
                                                      episodes.query_y, logits), axis=0)
-        return tape.gradient(loss, self.trainable_variables), loss, logits
+            scaled = self.scaled_loss(loss)
+        return tape.gradient(scaled, self.trainable_variables), loss, logits

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tf_meta.algorithms.base import BatchedLearner
 from tf_meta.episode import num_ways
+from tf_meta.precision import full_precision
 
 
 def class_means(support_emb, support_y, ways):
@@ -48,7 +49,7 @@ class ProtoNet(BatchedLearner):
         input_shape = support_x.shape[2:]
         flat = tf.concat([tf.reshape(support_x, [-1, *input_shape]),
                           tf.reshape(query_x, [-1, *input_shape])], axis=0)
-        emb = self(flat, training=training)  # [B*S + B*Q, D]
+        emb = full_precision(self(flat, training=training))  # [B*S + B*Q, D]
         n_support = batch * shots_total
         support_emb = tf.reshape(emb[:n_support], [batch, shots_total, -1])
         query_emb = tf.reshape(emb[n_support:], [batch, queries, -1])

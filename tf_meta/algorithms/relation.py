@@ -8,6 +8,7 @@ from tf_meta import backbones
 from tf_meta.algorithms.base import LOGITS_SPEC, BatchedLearner
 from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter
 from tf_meta.episode import Episode, num_ways
+from tf_meta.precision import full_precision
 
 
 def class_features(support_features, support_y, ways):
@@ -74,7 +75,13 @@ class RelationModule(keras.Model):
         batch, ways, queries = (ops.shape(class_features)[0], ops.shape(class_features)[1],
                                 ops.shape(query_features)[1])
         channels = self.feature_shape[-1]
-        kernel, bias = self.pair_layer.kernel, self.pair_layer.bias
+        # Sliced, a variable is not autocast: the pair layer's weights and the features are
+        # cast to the compute dtype here (`stateless_call` reaches `call` without __call__'s
+        # input casting too).
+        kernel, bias = (ops.cast(w, self.compute_dtype)
+                        for w in (self.pair_layer.kernel, self.pair_layer.bias))
+        class_features, query_features = (ops.cast(f, self.compute_dtype)
+                                          for f in (class_features, query_features))
         halves = []
         for features, part in ((class_features, kernel[..., :channels, :]),
                                (query_features, kernel[..., channels:, :])):
@@ -129,7 +136,7 @@ class RelationNet(BatchedLearner):
 
     def __init__(self, backbone, relation=None, **kwargs):
         super().__init__(backbone, **kwargs)
-        self.relation = relation or RelationModule(backbone.output_shape[1:])
+        self.relation = self.in_precision(relation or RelationModule(backbone.output_shape[1:]))
         if self.reference_init:
             for model in (self.backbone, self.relation):
                 reference_initialisation(model)
@@ -207,13 +214,14 @@ class RelationNet(BatchedLearner):
         return grads
 
     def _features(self, model, inputs, training, transductive):
-        """model(*inputs), BatchNorm per the policy above; moving statistics kept at test."""
+        """model(*inputs) float32, BatchNorm per the policy above; moving statistics kept at
+        test."""
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         if training or not transductive:
-            return model(*inputs, training=training)
+            return full_precision(model(*inputs, training=training))
         outputs, _ = model.stateless_call(model.trainable_variables,
                                           model.non_trainable_variables, *inputs, training=True)
-        return outputs
+        return full_precision(outputs)
 
 
 def reference_initialisation(model):

@@ -47,6 +47,7 @@ class Reptile(FastWeightLearner):
       openai/supervised-reptile.
     """
 
+    SCALES_LOSS = False  # θ − mean φ is a difference of weights, not a loss gradient
     UNUSED_SETTINGS = {name: "Reptile anneals ε linearly to 0 over --steps (meta_optimizer)"
                        for name in ("lr_decay_every", "lr_decay_rate")}
     META_OPTIMIZER = dict(FastWeightLearner.META_OPTIMIZER, meta_lr=1.0)

@@ -11,6 +11,7 @@ from keras import ops
 
 from tf_meta import backbones
 from tf_meta.algorithms.base import BatchedLearner
+from tf_meta.precision import full_precision
 
 
 def to_sequence(support_features, support_y, query_features, depth, delayed, label_scale=1.0):
@@ -106,7 +107,7 @@ class LabelledEmbedding(keras.Model):
         batch, shots = ops.shape(support_x)[0], ops.shape(support_x)[1]
         items = ops.concatenate([ops.reshape(support_x, (-1, *support_x.shape[2:])),
                                  ops.reshape(query_x, (-1, *query_x.shape[2:]))], axis=0)
-        embedded = self(items, training=training)  # [B*S + B*Q, D]
+        embedded = full_precision(self(items, training=training))  # [B*S + B*Q, D]
         return (ops.reshape(embedded[:batch * shots], (batch, shots, embedded.shape[-1])),
                 ops.reshape(embedded[batch * shots:], (batch, -1, embedded.shape[-1])))
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_least
 from tf_meta.algorithms.sequence import SequenceLearner, to_sequence
 from tf_meta.episode import num_ways
+from tf_meta.precision import full_precision
 
 
 def tc_dilations(sequence_length):
@@ -58,7 +59,8 @@ class DenseBlock(keras.layers.Layer):
         return self.call(support), self._gated(queries, past)
 
     def _gated(self, x, past):
-        z = _linear(past, self.kernel[0]) + _linear(x, self.kernel[1]) + self.bias
+        kernel, bias = (tf.cast(w, self.compute_dtype) for w in (self.kernel, self.bias))
+        z = _linear(past, kernel[0]) + _linear(x, kernel[1]) + bias
         xf, xg = tf.split(z, 2, axis=-1)
         return tf.concat([x, tf.tanh(xf) * tf.sigmoid(xg)], axis=-1)
 
@@ -138,7 +140,7 @@ class AttentionBlock(keras.layers.Layer):
         logits = tf.concat([tf.einsum("bqk,bsk->bqs", query, key),
                             tf.reduce_sum(query * own_key, axis=-1, keepdims=True)],
                            axis=-1) / math.sqrt(self.key_size)  # [B, Q, S + 1]
-        weights = tf.nn.softmax(logits, axis=-1)
+        weights = _softmax(logits)
         read = tf.einsum("bqs,bsv->bqv", weights[..., :-1], value) + weights[..., -1:] * own_value
         return self._attend(support, key, value), tf.concat([queries, read], axis=-1)
 
@@ -147,8 +149,13 @@ class AttentionBlock(keras.layers.Layer):
         logits = tf.einsum("ntk,nsk->nts", self.query(x), key) / math.sqrt(self.key_size)
         length = tf.shape(x)[1]
         causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)  # s <= t
-        weights = tf.nn.softmax(tf.where(causal, logits, -1e9), axis=-1)
+        weights = _softmax(tf.where(causal, logits, -1e9))
         return tf.concat([x, tf.einsum("nts,nsv->ntv", weights, value)], axis=-1)
+
+
+def _softmax(logits):
+    """Softmax over the last axis, computed in float32 and returned in the logits' dtype."""
+    return tf.cast(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), logits.dtype)
 
 
 class SnailNet(keras.layers.Layer):
@@ -161,6 +168,7 @@ class SnailNet(keras.layers.Layer):
     the same function for Q sequences that share their first S steps (the support set)
     and end with one query each, computing the shared steps once: ([B, S, C], [B, Q, C])
     -> [B, Q, outputs], equal to `call` on each [support; query] at its last position.
+    Both compute in the layer's compute dtype and return float32.
     """
 
     def __init__(self, outputs, sequence_length, **kwargs):
@@ -181,14 +189,16 @@ class SnailNet(keras.layers.Layer):
         self.head.build(input_shape)
 
     def call(self, x):
+        x = tf.cast(x, self.compute_dtype)
         for block in self.blocks:
             x = block(x)
-        return self.head(x)
+        return full_precision(self.head(x))
 
     def split_call(self, support, queries):
+        support, queries = (tf.cast(t, self.compute_dtype) for t in (support, queries))
         for block in self.blocks:
             support, queries = block.split_call(support, queries)
-        return self.head(queries)
+        return full_precision(self.head(queries))
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
@@ -239,7 +249,7 @@ class SNAIL(SequenceLearner):
         # √D: the norm of a D-dimensional embedding with unit-scale features.
         if self.label_scale is None:
             self.label_scale = float(math.sqrt(backbone.units))
-        self.net = SnailNet(backbone.ways, self.sequence_length, name="snail")
+        self.net = self.in_precision(SnailNet(backbone.ways, self.sequence_length, name="snail"))
         self.net.build((None, None, backbone.units + backbone.ways))
 
     def batch_logits(self, episodes, training):
