@@ -60,12 +60,15 @@ def markdown(curves):
     return "\n".join(lines)
 
 
-def plot(curves, path, paper=None, title="Validation accuracy"):
-    """Writes a PNG of `curves` (label -> [(step, accuracy)]) to `path` (any TF filesystem).
+def plot(curves, path, paper=None, title="Validation accuracy", xlabel="meta-iterations",
+         marks=()):
+    """Writes a PNG of `curves` (label -> [(x, accuracy)]) to `path` (any TF filesystem).
 
     Args:
       paper: (accuracy %, half-width of its 95% interval %) drawn as a line with its band,
         or None.
+      xlabel: what x is: meta-iterations (the step), or e.g. minutes of training.
+      marks: accuracies in % drawn as dotted horizontal lines (time to accuracy's marks).
 
     Raises:
       ImportError: matplotlib is not installed, with the command that installs it.
@@ -86,7 +89,11 @@ def plot(curves, path, paper=None, title="Validation accuracy"):
         axes.axhline(accuracy, color="black", linestyle="--", linewidth=1,
                      label=f"the paper's test accuracy, {accuracy} ± {interval}")
         axes.axhspan(accuracy - interval, accuracy + interval, color="grey", alpha=0.2)
-    axes.set_xlabel("meta-iterations")
+    for mark in marks:
+        axes.axhline(mark, color="grey", linestyle=":", linewidth=1)
+        axes.annotate(f"{mark:g}%", (0, mark), xycoords=("axes fraction", "data"),
+                      xytext=(2, 2), textcoords="offset points", fontsize=8, color="grey")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("validation accuracy (%)")
     axes.set_title(title)
     axes.grid(alpha=0.3)

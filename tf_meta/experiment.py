@@ -72,13 +72,16 @@ def compile_learner(learner, config, jit_compile=False):
     return learner
 
 
-def train_and_evaluate(config, workdir, overwrite=False):
+def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     """Trains (resuming from `workdir`'s checkpoints), evaluates and exports.
 
     Everything that can fail on bad input (paths, data, episode sizes, the support folder
     of `export_adapted`, a run folder holding another run: `run_folder.check`) is checked
     before anything is written. `overwrite` replaces a run `workdir` holds, whatever its
-    settings (the report's first line says what was removed).
+    settings (the report's first line says what was removed). `callbacks`: more Keras
+    callbacks for the training's `fit` (after the run's own; e.g. one that times each
+    validation, benchmarks/time_to_accuracy.py); one that stops training early leaves the
+    run evaluated and exported at the step it stopped at.
 
     Returns:
       Result, or None on a worker other than the chief (which writes results and exports).
@@ -87,7 +90,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
       ValueError, OSError: bad input, before any training.
       training.Diverged: the loss became NaN or Inf; nothing is evaluated or exported.
     """
-    return _run(config, workdir, train=True, overwrite=overwrite)
+    return _run(config, workdir, train=True, overwrite=overwrite, callbacks=callbacks)
 
 
 def evaluate(config, workdir):
@@ -99,7 +102,7 @@ def evaluate(config, workdir):
     return _run(config, workdir, train=False)
 
 
-def _run(config, workdir, train, overwrite=False):
+def _run(config, workdir, train, overwrite=False, callbacks=()):
     config = config.with_data_settings()  # a folder's image size, splits, episode sizes
     keras.utils.set_random_seed(config.seed)  # before the learner is built: seeds its init
     strategy = distribute.make_strategy(config.strategy, config.cpu_replicas)
@@ -109,11 +112,11 @@ def _run(config, workdir, train, overwrite=False):
     tf.io.gfile.makedirs(model_dir)
     with run_folder.lock(model_dir):
         return _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
-                           train, overwrite)
+                           train, overwrite, callbacks)
 
 
 def _locked_run(config, workdir, model_dir, strategy, learner, streams, support, train,
-                overwrite):
+                overwrite, callbacks=()):
     chief = distribute.is_chief(strategy)
     lines = []
     if run_folder.check(config, workdir, train, overwrite) and chief:  # again, locked
@@ -131,7 +134,8 @@ def _locked_run(config, workdir, model_dir, strategy, learner, streams, support,
         with strategy.scope():
             training.fit(learner, streams.train, checkpoints, config.steps,
                          config.checkpoint_every, config.eval_every, validation=streams.val,
-                         callbacks=[keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))],
+                         callbacks=[keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+                                    *callbacks],
                          restored=restored)
     else:
         training.restore_for_evaluation(learner, checkpoints)
