@@ -20,13 +20,16 @@ from benchmarks import workloads  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "maml", workloads.algos(), "algorithm whose workload to sample")
+flags.DEFINE_enum("workload", "default", list(workloads.WORKLOADS), "the workload set "
+                  "(benchmarks/workloads.py): default or paper")
 flags.DEFINE_integer("meta_batch_size", None, "episodes per meta-batch (default: the workload's)")
 flags.DEFINE_float("target_seconds", 20.0, "timed iteration after warm-up")
 flags.DEFINE_integer("warmup", 3, "untimed meta-batches (the first builds the pipeline)")
 
 
-def measure(algo, config, target_seconds, warmup):
-    """The "pipeline" record of `algo`'s episodes (see the module docstring)."""
+def measure(algo, config, target_seconds, warmup, workload="default"):
+    """The "pipeline" record of `algo`'s episodes, `config` of set `workload` (see the module
+    docstring)."""
     batches = iter(workloads.episodes(config))
     for _ in range(max(warmup, 1)):
         next(batches)
@@ -38,15 +41,16 @@ def measure(algo, config, target_seconds, warmup):
     return {"kind": "pipeline", "algo": algo,
             "pipeline_episodes_per_s": round(count * config.meta_batch_size / seconds, 2),
             "meta_batches_per_s": round(count / seconds, 2),
-            "config": config._asdict(), "meta_batches": count, "seconds": round(seconds, 2)}
+            "config": {**config._asdict(), "workload": workload}, "meta_batches": count,
+            "seconds": round(seconds, 2)}
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = workloads.workload(FLAGS.algo, meta_batch_size=FLAGS.meta_batch_size)
-    print(json.dumps(measure(FLAGS.algo, config, FLAGS.target_seconds, FLAGS.warmup)),
-          flush=True)
+    config = workloads.flagged_workload(FLAGS.algo)
+    print(json.dumps(measure(FLAGS.algo, config, FLAGS.target_seconds, FLAGS.warmup,
+                             FLAGS.workload)), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-# --algo, --inner_steps, --meta_batch_size, --parallel_tasks, --xla and --warmup are
-# train_throughput's flags: the profiled step is the one it times.
+# --algo, --workload, --precision, --inner_steps, --meta_batch_size, --parallel_tasks, --xla
+# and --warmup are train_throughput's flags: the profiled step is the one it times.
 from benchmarks import train_throughput, workloads  # noqa: E402, F401
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 3, "meta-iterations recorded")
@@ -71,8 +71,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import tensorflow as tf
-    config = workloads.workload(FLAGS.algo, FLAGS.inner_steps, FLAGS.meta_batch_size)
-    learner = workloads.build(FLAGS.algo, config, FLAGS.parallel_tasks, FLAGS.xla)
+    config = workloads.flagged_workload(FLAGS.algo)
+    learner = workloads.build(FLAGS.algo, config, FLAGS.parallel_tasks, FLAGS.xla,
+                              FLAGS.precision)
     batches = iter(workloads.episodes(config))
     learner.make_train_function()
     step = learner.train_function
@@ -97,7 +98,9 @@ def main(argv):
                       "steps": FLAGS.steps, "wall_ms_per_step": round(wall * 1e3, 1),
                       "op_ms_per_step": round(total * 1e3, 1),
                       "episodes_per_step": config.meta_batch_size,
-                      "config": {**config._asdict(), "parallel_tasks": FLAGS.parallel_tasks,
+                      "precision": FLAGS.precision,
+                      "config": {**config._asdict(), "workload": FLAGS.workload,
+                                 "parallel_tasks": FLAGS.parallel_tasks,
                                  "xla": FLAGS.xla}}),
           flush=True)
 

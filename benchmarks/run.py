@@ -1,20 +1,27 @@
 """The benchmark harness: every measurement of docs/PERFORMANCE.md, one JSON line each.
 
-For each algorithm (default: all seven), in fresh processes one after another:
+For each algorithm (default: all seven; --workload=paper: the papers' three), in fresh
+processes one after another, and for each --precision in turn:
   train     meta-training throughput (benchmarks/train_throughput.py): episodes_per_s,
             meta_iters_per_s, peak_rss_mb of that process, first_call/trace seconds,
             GFLOP/s and the fraction of the SGEMM ceiling for the peer's four workloads
+  peer, compare  with --compare: ../shared/bench/peer_torch.py on the same workload (its
+            --net, and --bf16 for bfloat16) right before and right after tf_meta's run, and
+            the ratio tf_meta / mean(peer runs) with what differs between the two; float16
+            has no peer counterpart (ratio null, and a note)
+  precision with several precisions: each one's training throughput / the first one's
+then once:
   pipeline  the input pipeline alone (benchmarks/pipeline_throughput.py):
-            pipeline_episodes_per_s and its ratio to the training episodes_per_s
-  peer, compare  with --compare: ../shared/bench/peer_torch.py on the same workload right
-            before and right after tf_meta's run, and the ratio tf_meta / mean(peer runs)
-then, with --serving, the served latencies of benchmarks/serving_latency.py. The first line
-(kind "machine") describes the machine and the run. Progress goes to stderr; the exit status
-is 1 if any measurement failed (its line has kind "error").
+            pipeline_episodes_per_s and its ratio to the (first precision's) training
+then, with --serving, the served latencies of benchmarks/serving_latency.py in each
+precision. The first line (kind "machine") describes the machine and the run. Progress goes
+to stderr; the exit status is 1 if any measurement failed (its line has kind "error").
 
   python -m benchmarks.run > bench.jsonl                      # all seven, ~20 s timed each
   python -m benchmarks.run --compare --peer_python=/tmp/peerenv/bin/python --serving
   python -m benchmarks.run --algos=maml --inner_steps=3 --target_seconds=2
+  python -m benchmarks.run --workload=paper --precision=float32,bfloat16 --compare \
+      --peer_python=/tmp/peerenv/bin/python
 """
 
 import json
@@ -35,6 +42,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("algos", None, "algorithms to measure, in this order (default: every "
                   "algorithm of the registry, the peer's first)")
 workloads.define_workload_flags()
+flags.DEFINE_list("precision", ["float32"], "the learners' precisions (float32, bfloat16, "
+                  "float16), each algorithm measured in each in turn; with several, a "
+                  "'precision' record of each one's training throughput against the first's")
 flags.DEFINE_bool("train", True, "measure training throughput")
 flags.DEFINE_bool("pipeline", True, "measure the input pipeline alone")
 flags.DEFINE_bool("compare", False, "run the PyTorch peer before and after each tf_meta run "
@@ -108,23 +118,53 @@ def worker(module, algo, *args):
 
 def measure_algo(algo):
     """Emits the records of one algorithm; returns False if a measurement failed."""
-    config = workloads.workload(algo, FLAGS.inner_steps, FLAGS.meta_batch_size)
-    compare = FLAGS.compare and algo in workloads.PEER_ALGOS
+    config = workloads.flagged_workload(algo)
+    ok, trains = True, {}
+    for precision in FLAGS.precision:
+        done, trains[precision] = measure_training(algo, config, precision)
+        ok &= done
+    emit_precision_ratios(algo, trains)
+    if FLAGS.pipeline:
+        extra = [f"--workload={FLAGS.workload}"] + (
+            [f"--meta_batch_size={FLAGS.meta_batch_size}"]
+            if FLAGS.meta_batch_size is not None else [])
+        records, done = run_process(worker("pipeline_throughput", algo, *extra), tf_env(),
+                                    "pipeline", algo)
+        ok &= done
+        if done:
+            record = records[-1]
+            train = trains[FLAGS.precision[0]]
+            training = train["episodes_per_s"] if train else None
+            record.update(training_episodes_per_s=training, ratio=(
+                round(record["pipeline_episodes_per_s"] / training, 2) if training else None))
+            emit(record)
+    return ok
+
+
+def measure_training(algo, config, precision):
+    """Emits the "train" record of `algo` on `config` in `precision` and, with --compare,
+    the peer's runs of the same workload around it and their "compare" record.
+
+    Returns:
+      (whether every measurement succeeded, the train record or None).
+    """
     peer_command = workloads.peer_command(FLAGS.peer_python, FLAGS.peer_script, algo, config,
-                                          FLAGS.target_seconds, FLAGS.warmup)
+                                          FLAGS.target_seconds, FLAGS.warmup, precision)
+    compare = FLAGS.compare and algo in workloads.PEER_ALGOS and peer_command is not None
     ok, peers, train = True, [], None
 
     def peer_run():
         records, done = run_process(peer_command, peer_env(), "peer", algo)
         if done:
-            peers.append({"kind": "peer", **records[-1]})
+            peers.append({"kind": "peer", "precision": precision, **records[-1]})
             emit(peers[-1])
         return done
 
     if compare:
         ok &= peer_run()  # before tf_meta's run ...
     if FLAGS.train or compare:
-        extra = [f"--parallel_tasks={FLAGS.parallel_tasks}", "--xla" if FLAGS.xla else "--noxla"]
+        extra = [f"--workload={FLAGS.workload}", f"--precision={precision}",
+                 f"--parallel_tasks={FLAGS.parallel_tasks}", "--xla" if FLAGS.xla else "--noxla"]
         extra += [f"--{name}={FLAGS[name].value}" for name in ("inner_steps", "meta_batch_size")
                   if FLAGS[name].value is not None]
         records, done = run_process(worker("train_throughput", algo, *extra), tf_env(), "train",
@@ -137,7 +177,8 @@ def measure_algo(algo):
         ok &= peer_run()  # ... and after it: drift of the machine shows as a gap between them
         if train and peers:
             peer_rate = sum(p["tasks_per_s"] for p in peers) / len(peers)
-            emit({"kind": "compare", "algo": algo, "metric": "episodes_per_s",
+            emit({"kind": "compare", "algo": algo, "precision": precision,
+                  "metric": "episodes_per_s",
                   "ratio": round(train["episodes_per_s"] / peer_rate, 3),
                   "tf": train["episodes_per_s"], "peer": round(peer_rate, 3),
                   "peer_runs": [p["tasks_per_s"] for p in peers],
@@ -145,31 +186,41 @@ def measure_algo(algo):
                   "peer_peak_rss_mb": max(p["peak_rss_mb"] for p in peers),
                   "tf_peak_anon_mb": train["peak_anon_mb"],
                   "peer_peak_anon_mb": max(p["peak_anon_mb"] for p in peers),
+                  "peer_command": " ".join(peer_command[1:]),
+                  "differences": workloads.peer_differences(algo, config, precision),
                   "config": train["config"]})
     elif FLAGS.compare:
-        emit({"kind": "compare", "algo": algo, "ratio": None,
-              "note": f"the peer has no {algo}; its algorithms: {', '.join(workloads.PEER_ALGOS)}"})
-    if FLAGS.pipeline:
-        extra = ([f"--meta_batch_size={FLAGS.meta_batch_size}"]
-                 if FLAGS.meta_batch_size is not None else [])
-        records, done = run_process(worker("pipeline_throughput", algo, *extra), tf_env(),
-                                    "pipeline", algo)
-        ok &= done
-        if done:
-            record = records[-1]
-            training = train["episodes_per_s"] if train else None
-            record.update(training_episodes_per_s=training, ratio=(
-                round(record["pipeline_episodes_per_s"] / training, 2) if training else None))
-            emit(record)
-    return ok
+        note = (f"the peer has no {algo}; its algorithms: {', '.join(workloads.PEER_ALGOS)}"
+                if algo not in workloads.PEER_ALGOS else
+                f"the peer has no {precision} counterpart: its mixed precision on a CPU is "
+                "--bf16 (torch.autocast in bfloat16) only")
+        emit({"kind": "compare", "algo": algo, "precision": precision, "ratio": None,
+              "note": note})
+    return ok, train
 
 
-def measure_serving():
-    """Streams benchmarks/serving_latency.py's records; returns False if it failed."""
+def emit_precision_ratios(algo, trains):
+    """With several precisions, a "precision" record of each one's training throughput
+    against the first one's (`trains`: precision -> train record or None, in run order)."""
+    baseline, *others = FLAGS.precision
+    for precision in others:
+        base, train = trains[baseline], trains[precision]
+        if base and train:
+            emit({"kind": "precision", "algo": algo, "precision": precision,
+                  "baseline": baseline, "metric": "episodes_per_s",
+                  "ratio": round(train["episodes_per_s"] / base["episodes_per_s"], 3),
+                  "episodes_per_s": train["episodes_per_s"],
+                  "baseline_episodes_per_s": base["episodes_per_s"], "config": train["config"]})
+
+
+def measure_serving(precision):
+    """Streams benchmarks/serving_latency.py's records for learners in `precision`; returns
+    False if it failed."""
     with tempfile.TemporaryDirectory(prefix="tf_meta_serving_") as tmp:
         records, done = run_process(
             [sys.executable, "-m", "benchmarks.serving_latency", f"--algos={','.join(FLAGS.algos)}",
-             f"--calls={FLAGS.serving_calls}", f"--export_root={tmp}"],
+             f"--calls={FLAGS.serving_calls}", f"--precision={precision}",
+             f"--workload={FLAGS.workload}", f"--export_root={tmp}"],
             tf_env(), "serving", ",".join(FLAGS.algos), sample_memory=False)
     for record in records:
         emit(record)
@@ -191,11 +242,16 @@ def machine():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    known = workloads.algos()
+    known = workloads.algos(FLAGS.workload)
     FLAGS.algos = FLAGS.algos or list(known)
     unknown = sorted(set(FLAGS.algos) - set(known))
     if unknown:
-        raise app.UsageError(f"unknown --algos {unknown}; choose from {list(known)}")
+        raise app.UsageError(f"unknown --algos {unknown} for --workload={FLAGS.workload}; "
+                             f"choose from {list(known)}")
+    wrong = set(FLAGS.precision) - set(workloads.PRECISIONS)
+    if wrong or not FLAGS.precision or len(set(FLAGS.precision)) < len(FLAGS.precision):
+        raise app.UsageError(f"--precision={','.join(FLAGS.precision)}: choose one or more of "
+                             f"{', '.join(workloads.PRECISIONS)}, each once")
     if FLAGS.compare and not FLAGS.peer_python:
         raise app.UsageError("--compare needs --peer_python (e.g. /tmp/peerenv/bin/python)")
     emit(machine())
@@ -203,7 +259,8 @@ def main(argv):
     for algo in FLAGS.algos:
         ok &= measure_algo(algo)
     if FLAGS.serving:
-        ok &= measure_serving()
+        for precision in FLAGS.precision:
+            ok &= measure_serving(precision)
     emit({"kind": "done", "ok": bool(ok), "loadavg": [round(x, 2) for x in os.getloadavg()]})
     sys.exit(0 if ok else 1)
 

@@ -14,8 +14,11 @@ written by one process that imports tf_meta. Each is the learner a run builds
 the declared defaults and the protocol's: learners that adapt (ADAPTS) do so inside the
 served graph with their declared `test_inner_steps`, and learners with a fixed head
 (HAS_HEAD) are exported once per request size with a head of the request's ways (SNAIL's
-sequence covering the request's, ways x shots + 1). Each record names the export's
-`head_ways` and `test_inner_steps`.
+sequence covering the request's, ways x shots + 1), in `--precision` (float32, or mixed
+bfloat16 or float16: the networks compute in it, the requests and answers stay float32) and
+with `--workload`'s network (default; paper: the papers' strided networks). Each record
+names the export's `precision`, `head_ways` and `test_inner_steps`; with `--model_root`, the
+precision is the export's own, read from its assets.extra/tf_meta.json.
 `--model_root` times existing exports instead, <model_root>/<algo>/<highest version>, as TF
 Serving would pick. `--signature` picks the signature timed: where it takes images as the
 source provides them (an export with an image contract: serving_default, or encoded), the
@@ -24,6 +27,7 @@ as pixels or PNG bytes, and the time includes the preprocessing in the graph.
 
   python -m benchmarks.serving_latency
   python -m benchmarks.serving_latency --algos=protonet,maml --calls=500
+  python -m benchmarks.serving_latency --algos=protonet,maml --precision=bfloat16
   python -m benchmarks.serving_latency --model_root=saved_models --algos=protonet
   python -m benchmarks.serving_latency --model_root=saved_models --algos=protonet,maml \
       --requests=5x1 --signature=encoded
@@ -54,6 +58,11 @@ flags.DEFINE_string("model_root", None, "time existing exports <model_root>/<alg
                     "instead of exporting fresh learners")
 flags.DEFINE_string("signature", "serving_default", "the signature timed (serving_default, "
                     "encoded, preprocessed)")
+# Checked in main against benchmarks/workloads.py (not importable by the timing worker).
+flags.DEFINE_string("precision", "float32", "the fresh exports' precision: float32, bfloat16 "
+                    "or float16 (mixed; float32 requests and answers)")
+flags.DEFINE_string("workload", "default", "the fresh exports' workload set "
+                    "(benchmarks/workloads.py): default, or paper (the papers' networks)")
 flags.DEFINE_integer("source_size", 105, "side of the source images a signature that "
                      "preprocesses is sent (Omniglot's 105)")
 flags.DEFINE_string("export_root", None, "where fresh exports go (default: a temporary "
@@ -77,24 +86,27 @@ def request_name(ways, shots):
     return f"{ways}-way {shots}-shot"
 
 
-def all_algos():
-    """Every benchmark workload's algorithm, in the harness's order."""
+def all_algos(workload="default"):
+    """Every algorithm of workload set `workload`, in the harness's order."""
     from benchmarks import workloads
-    return list(workloads.algos())
+    return list(workloads.algos(workload))
 
 
-def served_learner(algo, ways, shots):
+def served_learner(algo, ways, shots, precision="float32", workload="default"):
     """The learner served for `ways`x`shots` requests: built as a run builds it
-    (`experiment.make_learner`) from the algorithm's workload with episodes of that size."""
+    (`experiment.make_learner`) in `precision` from the algorithm's workload of set
+    `workload` with episodes of that size."""
     from benchmarks import workloads
     from tf_meta import experiment
     config = workloads.run_config(
-        algo, workloads.workload(algo)._replace(ways=ways, shots=shots))
+        algo, workloads.workload(algo, name=workload)._replace(ways=ways, shots=shots),
+        precision=precision)
     return experiment.make_learner(config, workloads.INPUT_SHAPE)
 
 
-def export_all(root, algos, requests):
-    """Exports fresh learners for every (algo, request) into `root`; prints a manifest line each.
+def export_all(root, algos, requests, precision="float32", workload="default"):
+    """Exports fresh learners in `precision` for every (algo, request) of workload set
+    `workload` into `root`; prints a manifest line each.
 
     One export per algorithm serves every request when its learner takes any number of
     ways; otherwise one per request, with a head of the request's ways.
@@ -104,14 +116,16 @@ def export_all(root, algos, requests):
     for algo in algos:
         done = {}
         for ways, shots in requests:
-            learner = served_learner(algo, ways, shots)
+            learner = served_learner(algo, ways, shots, precision, workload)
             hyperparameters = learner.hyperparameter_values()  # as built
             key = None if learner.max_ways is None else (ways, shots)
             if key not in done:
                 done[key] = export.export_learner(
                     learner, os.path.join(root, f"{algo}_{ways}way_{shots}shot"),
-                    workloads.INPUT_SHAPE, version=1, metadata={"algo": algo, **hyperparameters})
+                    workloads.INPUT_SHAPE, version=1,
+                    metadata={"algo": algo, "precision": learner.precision, **hyperparameters})
             print(json.dumps({"algo": algo, "ways": ways, "shots": shots, "path": done[key],
+                              "precision": learner.precision, "workload": workload,
                               "head_ways": learner.max_ways,
                               "test_inner_steps": hyperparameters.get("test_inner_steps")}),
                   flush=True)
@@ -188,6 +202,24 @@ def run_json(command, env, cwd):
     return records, None
 
 
+def export_precision(path):
+    """The precision an export was trained in, from its assets.extra/tf_meta.json: the
+    harness's "precision" entry or train.py's --precision flag; "float32" for a train.py
+    export whose flags predate the setting (every learner was float32 then); None without
+    that file."""
+    try:
+        with open(os.path.join(path, "assets.extra", "tf_meta.json")) as f:
+            metadata = json.load(f)
+    except FileNotFoundError:
+        return None
+    if "precision" in metadata:
+        return metadata["precision"]
+    for line in metadata.get("flags", []):
+        if line.startswith("--precision="):
+            return line.split("=", 1)[1]
+    return "float32" if "flags" in metadata else None
+
+
 def existing_exports(model_root, algos, requests):
     """Manifest rows for <model_root>/<algo>/<highest integer version>."""
     from tf_meta import export
@@ -195,9 +227,10 @@ def existing_exports(model_root, algos, requests):
     for algo in algos:
         base = os.path.join(os.path.abspath(model_root), algo)  # the timing process runs elsewhere
         latest = export.next_version(base) - 1  # 0: none (ASCII-digit folders only)
+        path = os.path.join(base, str(latest)) if latest else None
         for ways, shots in requests:
-            rows.append({"algo": algo, "ways": ways, "shots": shots,
-                         "path": os.path.join(base, str(latest)) if latest else None})
+            rows.append({"algo": algo, "ways": ways, "shots": shots, "path": path,
+                         "precision": path and export_precision(path)})
     return rows
 
 
@@ -211,7 +244,8 @@ def serve_all(export_root, algos):
     else:
         manifest, error = run_json(
             [sys.executable, "-m", "benchmarks.serving_latency", f"--export_to={export_root}",
-             f"--algos={','.join(algos)}", f"--requests={','.join(FLAGS.requests)}"],
+             f"--algos={','.join(algos)}", f"--requests={','.join(FLAGS.requests)}",
+             f"--precision={FLAGS.precision}", f"--workload={FLAGS.workload}"],
             env, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if error:
             print(json.dumps(error), flush=True)
@@ -219,7 +253,8 @@ def serve_all(export_root, algos):
     # The timing processes get no path to this checkout, besides blocking tf_meta.
     bare = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     for row in manifest:
-        info = {k: row.get(k) for k in ("algo", "head_ways", "test_inner_steps") if k in row}
+        info = {k: row.get(k) for k in ("algo", "precision", "workload", "head_ways",
+                                        "test_inner_steps") if k in row}
         if row["path"] is None:
             print(json.dumps({"kind": "serving", **info, "request": request_name(row["ways"],
                                                                                 row["shots"]),
@@ -248,13 +283,25 @@ def main(argv):
                                     FLAGS.calls, FLAGS.warmup_calls, FLAGS.signature,
                                     FLAGS.source_size)), flush=True)
         return
-    known = all_algos()
+    from benchmarks import workloads
+    if FLAGS.model_root and (FLAGS["precision"].present or FLAGS["workload"].present):
+        raise app.UsageError("--precision and --workload choose fresh exports; with "
+                             "--model_root each export's own precision is recorded")
+    if FLAGS.precision not in workloads.PRECISIONS:
+        raise app.UsageError(f"--precision={FLAGS.precision}: choose from "
+                             f"{', '.join(workloads.PRECISIONS)}")
+    if FLAGS.workload not in workloads.WORKLOADS:
+        raise app.UsageError(f"--workload={FLAGS.workload}: choose from "
+                             f"{', '.join(workloads.WORKLOADS)}")
+    known = all_algos(FLAGS.workload)
     algos = FLAGS.algos or known
     unknown = sorted(set(algos) - set(known))
     if unknown:
-        raise app.UsageError(f"unknown --algos {unknown}; choose from {known}")
+        raise app.UsageError(f"unknown --algos {unknown} for --workload={FLAGS.workload}; "
+                             f"choose from {known}")
     if FLAGS.export_to:
-        export_all(FLAGS.export_to, algos, parse_requests(FLAGS.requests))
+        export_all(FLAGS.export_to, algos, parse_requests(FLAGS.requests), FLAGS.precision,
+                   FLAGS.workload)
     elif FLAGS.export_root:
         sys.exit(0 if serve_all(FLAGS.export_root, algos) else 1)
     else:
