@@ -68,7 +68,7 @@ flags.DEFINE_enum("dataset", "omniglot", ["omniglot", "synthetic"], "omniglot (i
 flags.DEFINE_list("precisions", None, f"precisions to measure, in this order, one run each "
                   f"({', '.join(PRECISIONS)}; default: --precision)")
 flags.DEFINE_enum("precision", None, PRECISIONS, "one precision (default float32)")
-flags.DEFINE_list("marks", None, "validation accuracies in %% to time (default: "
+flags.DEFINE_list("marks", None, "validation accuracies in % to time (default: "
                   + "; ".join(f"{a} {','.join(f'{m:g}' for m in marks)}"
                               for a, marks in DEFAULT_MARKS.items()) + "; other algorithms "
                   "need them)")
@@ -104,10 +104,12 @@ def run_config(precision, eval_every):
     Raises:
       ValueError: one line naming the flag to change.
     """
-    steps = FLAGS.max_steps or RunConfig(algo=FLAGS.algo, dataset=FLAGS.dataset).steps
+    steps = (RunConfig(algo=FLAGS.algo, dataset=FLAGS.dataset).steps
+             if FLAGS.max_steps is None else FLAGS.max_steps)
     if steps % eval_every:
-        raise ValueError(f"--max_steps={steps}{'' if FLAGS.max_steps else ' (the protocol)'}"
-                         f" is not a multiple of --eval_every={eval_every}")
+        whose = " (the protocol's steps)" if FLAGS.max_steps is None else ""
+        raise ValueError(f"--max_steps={steps}{whose} is not a multiple of "
+                         f"--eval_every={eval_every}")
     return RunConfig.from_settings(
         algo=FLAGS.algo, dataset=FLAGS.dataset, precision=precision, steps=steps,
         eval_every=eval_every, val_episodes=FLAGS.val_episodes,
@@ -183,7 +185,8 @@ def measure(precision, marks, eval_every):
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "command": " ".join(["python -m", PROG, *sys.argv[1:]]),
-            "worker_command": " ".join(command[1:]), "run_folder": run_folder(precision),
+            "worker_command": " ".join(["python", *command[1:]]),
+            "run_folder": run_folder(precision),
             "config": run["config"]}, 0
 
 
@@ -196,15 +199,19 @@ def summary(record):
 
 
 def settings():
-    """(precisions, marks in %, eval_every) from the flags; UsageError on a bad one."""
+    """(precisions, marks in %, eval_every) from the flags.
+
+    Raises:
+      ValueError: one line naming the flag to change.
+    """
     if FLAGS.precisions and FLAGS.precision:
-        raise app.UsageError("give --precision or --precisions, not both")
+        raise ValueError("give --precision or --precisions, not both")
     precisions = FLAGS.precisions or [FLAGS.precision or "float32"]
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
-        raise app.UsageError(f"--precisions: unknown {unknown}; choose from {list(PRECISIONS)}")
+        raise ValueError(f"--precisions: unknown {unknown}; choose from {list(PRECISIONS)}")
     if not FLAGS.marks and FLAGS.algo not in DEFAULT_MARKS:
-        raise app.UsageError(f"--algo={FLAGS.algo} has no default marks: give --marks "
+        raise ValueError(f"--algo={FLAGS.algo} has no default marks: give --marks "
                              "(validation accuracies in %, e.g. --marks=90,95)")
     try:
         marks = sorted(float(m) for m in FLAGS.marks) if FLAGS.marks else DEFAULT_MARKS[
@@ -212,23 +219,28 @@ def settings():
     except ValueError:
         marks = ()
     if not marks or not all(0 < m <= 100 for m in marks):
-        raise app.UsageError(f"--marks={','.join(FLAGS.marks)}: accuracies in % in (0, 100]")
+        raise ValueError(f"--marks={','.join(FLAGS.marks)}: accuracies in % in (0, 100]")
     if FLAGS.max_minutes is not None and FLAGS.max_minutes <= 0:
-        raise app.UsageError(f"--max_minutes={FLAGS.max_minutes}: it must be positive")
-    return precisions, marks, FLAGS.eval_every or DEFAULT_EVAL_EVERY.get(FLAGS.algo, 500)
+        raise ValueError(f"--max_minutes={FLAGS.max_minutes}: it must be positive")
+    for name in ("eval_every", "max_steps"):
+        if FLAGS[name].value is not None and FLAGS[name].value < 1:
+            raise ValueError(f"--{name}={FLAGS[name].value}: it must be >= 1")
+    return precisions, marks, (DEFAULT_EVAL_EVERY.get(FLAGS.algo, 500)
+                               if FLAGS.eval_every is None else FLAGS.eval_every)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    precisions, marks, eval_every = settings()
+    try:
+        if len(argv) > 1:
+            raise ValueError(f"unexpected arguments: {argv[1:]}")
+        precisions, marks, eval_every = settings()
+        if not FLAGS.worker:  # every setting checked before the first run starts
+            for precision in precisions:
+                run_config(precision, eval_every)
+    except ValueError as e:
+        sys.exit(f"{PROG}: error: {e}")
     if FLAGS.worker:
         return work(precisions[0], marks, eval_every)
-    for precision in precisions:  # every setting checked before the first run starts
-        try:
-            run_config(precision, eval_every)
-        except ValueError as e:
-            sys.exit(f"{PROG}: error: {e}")
     if FLAGS.png and importlib.util.find_spec("matplotlib") is None:
         sys.exit(f"{PROG}: error: --png needs matplotlib: pip install tf-meta[plots]")
     records = []
