@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from tf_meta import build_learner, data
+from tf_meta.precision import PRECISIONS
 
 INPUT_SHAPE = (16, 16, 1)  # Conv-4 (with its BatchNorm) down to 1x1 maps, as on Omniglot
 EPISODES = dict(ways=3, shots=2, query_shots=2, meta_batch_size=2)
@@ -34,11 +35,11 @@ def op_count(graph):
     return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
 
 
-def compiled_learner(algo, sizes, build_optimizer=True):
+def compiled_learner(algo, sizes, build_optimizer=True, precision="float32"):
     """A compiled learner for episodes of `sizes` (EPISODES, plus optional inner_steps)."""
     hyper = {"inner_steps": sizes["inner_steps"]} if "inner_steps" in sizes else {}
     keras.utils.set_random_seed(0)
-    learner = build_learner(algo, INPUT_SHAPE, ways=sizes["ways"], **hyper)
+    learner = build_learner(algo, INPUT_SHAPE, ways=sizes["ways"], precision=precision, **hyper)
     learner.compile(optimizer=learner.meta_optimizer(1e-3, 10, 10, 1.0), jit_compile=False)
     if build_optimizer:  # Adam's slots exist before the first trace (see the xfail below)
         learner.optimizer.build(learner.trainable_variables)
@@ -50,13 +51,13 @@ def episodes(sizes):
     return data.make_episode_dataset(data.synthetic(10, 6, INPUT_SHAPE), seed=0, **sizes)
 
 
-def traced_fit(algo, build_optimizer=True):
+def traced_fit(algo, build_optimizer=True, precision="float32"):
     """The graph of every trace of the train step during fit() of 2 epochs x 2 steps.
 
     The step is wrapped in a Python function that records the graph being built: Python
     code in a tf.function runs only while it is traced.
     """
-    learner = compiled_learner(algo, EPISODES, build_optimizer)
+    learner = compiled_learner(algo, EPISODES, build_optimizer, precision)
     graphs = []
     train_step = learner.train_step
 
@@ -80,10 +81,13 @@ def step_ops(algo, **sizes):
     return op_count(step.get_concrete_function(episodes(sizes).element_spec).graph)
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("algo", sorted(BASELINE_OPS))
-def test_fit_traces_the_step_once_into_a_bounded_graph(algo):
-    graphs = traced_fit(algo)  # 2 epochs x 2 steps
-    assert len(graphs) == 1, f"{algo}: the train step was traced {len(graphs)} times in 4 steps"
+def test_fit_traces_the_step_once_into_a_bounded_graph(algo, precision):
+    # float16 adds the LossScaleOptimizer's finiteness check and both of its branches.
+    graphs = traced_fit(algo, precision=precision)  # 2 epochs x 2 steps
+    assert len(graphs) == 1, (f"{algo} in {precision}: the train step was traced "
+                              f"{len(graphs)} times in 4 steps")
     size = op_count(graphs[0])
     assert size <= 2 * BASELINE_OPS[algo], (
         f"{algo}: the train step's graph has {size} ops, over twice the "
