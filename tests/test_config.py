@@ -85,7 +85,8 @@ def test_unset_settings_take_the_protocol_and_the_declared_defaults():
             config.eval_episodes, config.steps) == ("conv4_strided_mean", 1, 1, 600, 60000)
     assert config.hyperparameters == {"inner_lr": 0.4, "inner_steps": 1, "test_inner_steps": 3,
                                       "transductive": True, "adapt_batchnorm": False,
-                                      "sum_inner_loss": True, "parallel_tasks": 1}
+                                      "sum_inner_loss": True, "batch_tasks": True,
+                                      "parallel_tasks": 1}
     twenty = RunConfig(algo="maml", protocol="paper", ways=20)
     assert (twenty.meta_batch_size, twenty.hyperparameters["inner_lr"],
             twenty.hyperparameters["test_inner_steps"]) == (16, 0.1, 5)

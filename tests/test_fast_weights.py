@@ -73,13 +73,14 @@ def meta_loss(learner, episode):
     return learner.query_loss(episode.query_y, logits)
 
 
-def directional_derivatives(learner, episode, eps=1e-5):
-    """(d/dt L(θ + t·d) by the tape, by central differences) along a random direction d."""
+def directional_derivatives(learner, episode, eps=1e-5, loss_fn=meta_loss):
+    """(d/dt L(θ + t·d) by the tape, by central differences) along a random direction d;
+    L = loss_fn(learner, episode), `meta_loss` unless given."""
     variables = learner.trainable_variables
     rng = np.random.default_rng(1)
     direction = [rng.normal(size=v.shape) for v in variables]
     with tf.GradientTape() as tape:
-        loss = meta_loss(learner, episode)
+        loss = loss_fn(learner, episode)
     grads = tape.gradient(loss, variables)
     analytic = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction))
     theta = [v.numpy() for v in variables]
@@ -87,7 +88,7 @@ def directional_derivatives(learner, episode, eps=1e-5):
     def loss_at(t):
         for v, w, d in zip(variables, theta, direction):
             v.assign(w + t * d)
-        return float(meta_loss(learner, episode))
+        return float(loss_fn(learner, episode))
 
     numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
     loss_at(0.0)

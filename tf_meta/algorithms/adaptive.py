@@ -95,5 +95,6 @@ class FastWeightLearner(MetaLearner):
 
     @staticmethod
     def head(outputs, ways):
-        """The first `ways` outputs: [Q, outputs] -> [Q, ways] (all of them for regression)."""
-        return outputs if ways is None else outputs[:, :ways]
+        """The first `ways` outputs: [..., Q, outputs] -> [..., Q, ways] (all of them for
+        regression)."""
+        return outputs if ways is None else outputs[..., :ways]

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_meta import backbones
-from tf_meta.algorithms import fast_weights
+from tf_meta.algorithms import fast_weights, task_batch
 from tf_meta.algorithms.adaptive import FastWeightLearner
 from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_least
 from tf_meta.episode import Episode
@@ -22,6 +22,14 @@ class MAML(FastWeightLearner):
     backbone's stock Keras BatchNormalization is replaced by it, or refused where it cannot
     be, `backbones.with_exact_batch_norm`), or the first-order one with `first_order=True`
     (FOMAML, `ALGORITHMS["fomaml"]`).
+
+    Training runs the meta-batch's tasks as one batched computation (`task_batch`: tasks
+    stacked on channels, grouped convolutions, per-task fast weights) where the backbone
+    translates, the BatchNorm policy is transductive and the tasks are small enough for it
+    to be faster (`batching_pays`: the papers' Omniglot tasks, not 15 queries per class of
+    the max-pool Conv-4), else one task after another (`batch_tasks`, `batching_refusal`);
+    both give the same meta-gradient. Evaluation and
+    serving adapt one task at a time.
 
     BatchNorm policy: `transductive=True` (the paper's and its reference code's) uses batch
     statistics in the inner and outer loop, at training and at test, so a test query batch
@@ -50,12 +58,24 @@ class MAML(FastWeightLearner):
                        "summed and divided by the shots, ways x their mean (cbfinn/maml "
                        "utils.py xent, summed by tf.gradients), so inner_lr is the paper's α; "
                        "--nosum_inner_loss: their mean"),
-        Hyperparameter("parallel_tasks", int, 1, "tasks whose meta-gradients run at once (2 is "
-                       "~20% faster on 2 cores, ~100 MB more memory)", at_least(1),
+        Hyperparameter("batch_tasks", bool, True, "run the meta-batch's tasks as one batched "
+                       "computation (grouped convolutions) where it applies and was measured "
+                       "faster (small conv tasks); --nobatch_tasks: one task after another",
                        shapes_weights=False),
+        Hyperparameter("parallel_tasks", int, 1, "tasks whose meta-gradients run at once when "
+                       "they run one after another (2 is ~20% faster on 2 cores, ~100 MB more "
+                       "memory)", at_least(1), shapes_weights=False),
     )
 
     META_OPTIMIZER = dict(FastWeightLearner.META_OPTIMIZER, steps=1000, decay_rate=1.0)
+
+    # Tasks are batched up to this many values written by the first convolution per task
+    # (images x h x w x filters). Measured (benchmarks/task_batching.py, meta-batch 32, 2
+    # cores): batched/looped MAML 1.62 (FOMAML 2.01) at 125k (strided Conv-4, 10 images of
+    # 28x28: the papers' Omniglot), 1.00 at 500k (max-pool Conv-4, 10 images), 1.04 at 1M
+    # (strided, 80 images), 0.81 (FOMAML 0.65) at 4M (max-pool, 80 images); an MLP without
+    # convolutions (sinusoid) 0.97: it loops.
+    BATCHED_FIRST_CONV_VALUES = 250_000
 
     def __init__(self, backbone, first_order=False, **kwargs):
         if not first_order:  # Keras's BatchNormalization would make the second order wrong
@@ -67,6 +87,49 @@ class MAML(FastWeightLearner):
         return {**super().get_config(), "first_order": self.first_order}
 
     def meta_gradients(self, episodes):
+        """Mean meta-gradient over the meta-batch: its tasks batched or one after another."""
+        if self.batch_tasks and self.batching_refusal() is None and self.batching_pays(
+                episodes):
+            return self.batched_meta_gradients(episodes)
+        return self.looped_meta_gradients(episodes)
+
+    def batching_pays(self, episodes):
+        """Whether batching these episodes' tasks was measured faster than the loop: their
+        first convolution writes at most BATCHED_FIRST_CONV_VALUES per task (static shapes)."""
+        images = episodes.support_x.shape[1] + episodes.query_x.shape[1]
+        values = task_batch.first_convolution_values(self.backbone)
+        return bool(values) and images is not None and (
+            images * values <= self.BATCHED_FIRST_CONV_VALUES)
+
+    def batching_refusal(self):
+        """None when training can batch the tasks (`task_batch`); else why not, one line."""
+        if not self.transductive:
+            return "--notransductive updates the moving statistics task after task"
+        return task_batch.unsupported(self.backbone)
+
+    def batched_meta_gradients(self, episodes):
+        """Mean meta-gradient over the meta-batch as one computation (`task_batch`).
+
+        The meta-batch's activations are alive at once (as `parallel_tasks` = its size);
+        the graph holds one step of T tasks, whatever T.
+        """
+        with tf.GradientTape() as tape:
+            loss, logits = self.batched_query_loss(episodes)
+            scaled = self.scaled_loss(loss)
+        return tape.gradient(scaled, self.trainable_variables), loss, logits
+
+    def batched_query_loss(self, episodes):
+        """(mean query loss, query logits [T, Q, ways]) of a meta-batch adapted in training,
+        all tasks at once: what `looped_meta_gradients` computes task after task."""
+        fast = task_batch.sgd_adapt(
+            self.backbone, self.support_loss(episodes.support_y), episodes.support_x,
+            episodes.support_y, self.inner_steps, self.inner_lr, self.first_order,
+            frozen=() if self.adapt_batchnorm else self._batchnorm_positions())
+        outputs = task_batch.forward(self.backbone, fast, episodes.query_x)
+        logits = self.head(outputs, self.episode_ways(episodes.support_y))
+        return tf.reduce_mean(self.query_loss(episodes.query_y, logits)), logits
+
+    def looped_meta_gradients(self, episodes):
         """Mean meta-gradient over the meta-batch, one task at a time.
 
         Each task's outer gradient is taken inside a tf.while_loop and summed, so only

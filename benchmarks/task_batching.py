@@ -1,0 +1,123 @@
+"""MAML's meta-batch in a loop of tasks or as one batched computation: which trains faster.
+
+Builds two learners of one configuration (`--protocol=paper`: the papers' Omniglot MAML,
+strided Conv-4 with mean pooling, 5-way 1-shot, 1 query per class, meta-batch 32; or
+`--protocol=tf_meta`: the max-pool Conv-4, 15 queries per class), one with
+`batch_tasks=False` (tasks one after another in a tf.while_loop) and one with
+`batch_tasks=True` (`tf_meta.algorithms.task_batch`: tasks stacked on channels, grouped
+convolutions; batched whatever the task size, which MAML's default batches only up to
+`MAML.BATCHED_FIRST_CONV_VALUES`), with the same weights, and times the tf.function `fit()` runs
+(`learner.train_function`) on the same synthetic 28x28 episodes. The machine is shared, so
+the two alternate in this process, `--rounds` times `--seconds` each, and the best round of
+each is compared. Prints one JSON line per (algorithm, meta-batch): tasks/s of both, the
+ratio, the batched/looped meta-gradient difference on one meta-batch, and whether the
+default (`MAML.batching_pays`) batches this configuration.
+
+  python -m benchmarks.task_batching
+  python -m benchmarks.task_batching --algos=maml --meta_batch_sizes=4,16,32
+  python -m benchmarks.task_batching --protocol=tf_meta --meta_batch_sizes=32
+"""
+
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("algos", ["maml", "fomaml"], "algorithms to time")
+flags.DEFINE_list("meta_batch_sizes", ["32"], "meta-batch sizes to time")
+flags.DEFINE_enum("protocol", "paper", ["paper", "tf_meta"], "the Omniglot protocol whose "
+                  "training configuration is timed")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16", "float16"], "precision")
+flags.DEFINE_string("network", None, "the backbone network (default: the protocol's)")
+flags.DEFINE_integer("query_shots", None, "training queries per class (default: the "
+                     "protocol's)")
+flags.DEFINE_integer("rounds", 5, "alternating rounds; the best of each is reported")
+flags.DEFINE_float("seconds", 4.0, "timed work per round and path")
+
+
+def learners(algo, protocol, meta_batch_size, precision, **settings):
+    """(config, {batched: compiled learner}) with equal initial weights; `settings` override
+    the protocol's run settings where not None."""
+    import keras
+
+    from tf_meta import experiment
+    from tf_meta.config import RunConfig
+    built = {}
+    for batched in (False, True):
+        config = RunConfig.from_settings(
+            algo=algo, protocol=protocol, dataset="omniglot", meta_batch_size=meta_batch_size,
+            precision=precision, batch_tasks=batched,
+            **{name: value for name, value in settings.items() if value is not None})
+        keras.utils.set_random_seed(0)
+        learner = experiment.compile_learner(experiment.make_learner(config, (28, 28, 1)), config)
+        learner.optimizer.build(learner.trainable_variables)
+        if batched:  # batched whatever the size, to time it where MAML would loop
+            learner.BATCHED_FIRST_CONV_VALUES = float("inf")
+        learner.make_train_function()
+        built[batched] = learner
+    return config, built
+
+
+def gradient_difference(built, episodes):
+    """max |batched - looped| / max |looped| over the meta-gradient on one meta-batch."""
+    import tensorflow as tf
+    looped = tf.function(built[False].meta_gradients)(episodes)[0]
+    batched = tf.function(built[True].meta_gradients)(episodes)[0]
+    scale = max(float(tf.reduce_max(tf.abs(g))) for g in looped)
+    return max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(looped, batched)) / scale
+
+
+def timed(step, batches, seconds):
+    """Meta-iterations per second of `step` over at least `seconds` (3 iterations at least)."""
+    iters, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or iters < 3:
+        logs = step(batches)
+        iters += 1
+    float(logs["loss"])  # the last step has finished
+    return iters / (time.perf_counter() - start)
+
+
+def compare(algo, meta_batch_size):
+    import tf_meta
+    from benchmarks import workloads
+    config, built = learners(algo, FLAGS.protocol, meta_batch_size, FLAGS.precision,
+                             network=FLAGS.network, train_query_shots=FLAGS.query_shots)
+    pool = tf_meta.data.synthetic(200, 20, workloads.INPUT_SHAPE, noise=2.0)
+    batches = iter(tf_meta.make_episode_dataset(
+        pool, config.train_ways, config.train_shots, config.train_query_shots,
+        meta_batch_size, seed=0))
+    episodes = next(batches)
+    difference = gradient_difference(built, episodes)
+    for learner in built.values():  # trace and warm up
+        for _ in range(3):
+            learner.train_function(batches)
+    best = {False: 0.0, True: 0.0}
+    for _ in range(FLAGS.rounds):
+        for batched, learner in built.items():
+            best[batched] = max(best[batched], timed(learner.train_function, batches,
+                                                     FLAGS.seconds))
+    looped, batched = (best[b] * meta_batch_size for b in (False, True))
+    return {"kind": "task_batching", "algo": algo, "protocol": FLAGS.protocol,
+            "network": config.network, "precision": FLAGS.precision,
+            "meta_batch_size": meta_batch_size, "query_shots": config.train_query_shots,
+            "looped_tasks_per_s": round(looped, 2), "batched_tasks_per_s": round(batched, 2),
+            "batched_over_looped": round(batched / looped, 3),
+            "max_gradient_difference": float(f"{difference:.2e}"),
+            "batching_refusal": built[True].batching_refusal(),
+            "default_batches": built[False].batching_pays(episodes), "rounds": FLAGS.rounds}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    for algo in FLAGS.algos:
+        for size in FLAGS.meta_batch_sizes:
+            print(json.dumps(compare(algo, int(size))), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
