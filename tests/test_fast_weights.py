@@ -50,9 +50,10 @@ def float64():
     keras.config.set_dtype_policy("float32")
 
 
-def small_conv_bn_maml(norm_layer, first_order=False):
+def small_conv_bn_maml(norm_layer, first_order=False, **norm_settings):
     backbone = keras.Sequential([
-        keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, padding="same"), norm_layer(),
+        keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, padding="same"),
+        norm_layer(**norm_settings),
         keras.layers.ReLU(), keras.layers.Conv2D(2, 3, strides=2), keras.layers.Flatten(),
         keras.layers.Dense(3)])
     learner = MAML(backbone, inner_lr=0.3, inner_steps=2, first_order=first_order)
@@ -193,7 +194,10 @@ def meta_gradients_and_op_types(learner, episode):
     return [g.numpy() for g in grads()], op_types
 
 
-def test_fused_batchnorm_second_order_meta_gradient_equals_the_exact_one(monkeypatch):
+@pytest.mark.parametrize("norm_settings", [{}, {"scale": False}, {"center": False}],
+                         ids=["scale and offset", "offset only (cbfinn/maml's)", "scale only"])
+def test_fused_batchnorm_second_order_meta_gradient_equals_the_exact_one(monkeypatch,
+                                                                         norm_settings):
     """The fast float32 path (TF's fused kernel, its gradient differentiated again) is exact.
 
     Same weights, same episode, two inner steps: the meta-gradient through the fused kernel
@@ -208,7 +212,8 @@ def test_fused_batchnorm_second_order_meta_gradient_equals_the_exact_one(monkeyp
                         ("explicit", ExplicitBatchNormalization),
                         ("keras", keras.layers.BatchNormalization)]:
         keras.utils.set_random_seed(3)
-        grads[name], op_types = meta_gradients_and_op_types(small_conv_bn_maml(layer), episode)
+        grads[name], op_types = meta_gradients_and_op_types(
+            small_conv_bn_maml(layer, **norm_settings), episode)
         assert ("FusedBatchNormGradV3" in op_types) == (name == "fused"), (name, op_types)
 
     def max_difference(a, b):
@@ -278,16 +283,17 @@ def test_first_order_drops_exactly_the_second_order_term():
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(g1, g2)) > 1e-4
 
 
-@pytest.mark.parametrize("network,adapt_batchnorm", [("conv4_strided", True),
-                                                     ("conv4_strided_mean", False)])
+@pytest.mark.parametrize("network,adapt_batchnorm,sum_inner_loss",
+                         [("conv4_strided", True, False), ("conv4_strided_mean", False, True)])
 def test_meta_gradient_through_the_papers_strided_networks_matches_finite_differences(
-        float64, network, adapt_batchnorm):
+        float64, network, adapt_batchnorm, sum_inner_loss):
     """28x28 images, so the last maps are 2x2; eps 1e-6, as wider steps cross ReLU kinks of
     these 3-filter networks (1e-5 was off by up to 135%, 1e-6 agrees to 1e-10)."""
     keras.utils.set_random_seed(3)
     backbone = keras.Sequential([backbones.NETWORKS[network]((28, 28, 1), filters=3),
                                  keras.layers.Dense(3)])
-    learner = MAML(backbone, inner_lr=0.3, inner_steps=2, adapt_batchnorm=adapt_batchnorm)
+    learner = MAML(backbone, inner_lr=0.3, inner_steps=2, adapt_batchnorm=adapt_batchnorm,
+                   sum_inner_loss=sum_inner_loss)
     learner.build((None, 28, 28, 1))
     analytic, numeric = directional_derivatives(learner, fixed_episode(tf.float64, 28), eps=1e-6)
     assert abs(analytic - numeric) < 1e-6 * abs(numeric), (analytic, numeric)

@@ -49,9 +49,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         # Under a mixed policy the kernel takes bfloat16 (float16) maps with float32 scale and
         # offset, and computes the moments in float32.
+        # Without a scale (cbfinn/maml's offset-only BatchNorm) or offset, the kernel gets the
+        # constant 1 or 0 in its place.
+        channels = inputs.shape[-1]
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32),
-            epsilon=self.epsilon, is_training=True)
+            inputs, scale, offset, epsilon=self.epsilon, is_training=True)
         # The kernel returns the unbiased variance; Keras's moving variance tracks the biased.
         count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
         variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
@@ -63,8 +67,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _fusable(self, inputs, training, mask):
         """Whether the fused kernel computes exactly what the base class's call would."""
         return (bool(training) and not tf.executing_eagerly() and self.trainable
-                and mask is None and not self.renorm
-                and self.scale and self.center and len(inputs.shape) == 4
+                and mask is None and not self.renorm and len(inputs.shape) == 4
                 and self.axis in (-1, 3) and inputs.dtype.name == self.compute_dtype
                 and self.compute_dtype in ("float32", "bfloat16", "float16"))
 

@@ -164,8 +164,12 @@ class MAML(FastWeightLearner):
         loss = super().support_loss(support_y)
         if not self.sum_inner_loss or self.regression:
             return loss
-        ways = tf.cast(self.episode_ways(support_y), tf.float32)
-        return lambda y, outputs: ways * loss(y, outputs)  # Σ losses / shots = ways × mean
+        ways = self.episode_ways(support_y)
+
+        def summed(y, outputs):  # Σ losses / shots = ways × mean, in the loss's dtype
+            mean = loss(y, outputs)
+            return tf.cast(ways, mean.dtype) * mean
+        return summed
 
     def adapt(self, support_x, support_y, training):
         return fast_weights.sgd_adapt(
