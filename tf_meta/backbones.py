@@ -22,7 +22,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
       one backward instead of a dozen elementwise ones; a MAML meta-iteration 14% shorter,
       Reptile 12% more episodes/s, docs/PERFORMANCE.md; in bfloat16 it takes the maps as
       they are, where Keras's layer casts them to float32 and back: a Conv-4 forward and
-      backward of 360 images ran 107 ms against 384 ms so, float32 fused 159 ms,
+      backward of 360 images ran 86 ms against 210 ms so, float32 fused 141 ms,
       `benchmarks/batchnorm_precision.py`). The
       gradient TF registers for the
       fused backward op differentiates the unfused batch-norm gradient, whose stop_gradient
