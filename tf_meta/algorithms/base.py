@@ -4,10 +4,10 @@ import keras
 import tensorflow as tf
 
 from tf_meta import backbones, distribute
-from tf_meta.precision import policy_of, precision_of, set_policy
 from tf_meta.algorithms import hyperparameters
 from tf_meta.algorithms.keras_model import KerasModel
 from tf_meta.episode import Episode, as_episode
+from tf_meta.precision import policy_of, precision_of, set_policy
 
 LOGITS_SPEC = tf.TensorSpec([None, None], tf.float32)
 TASKS = ("classification", "regression")
