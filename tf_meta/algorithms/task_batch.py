@@ -117,6 +117,9 @@ def forward(model, fast, x):
     tasks = tf.shape(x)[0]
     stacked = len(x.shape) == 5
     if stacked:  # [T, N, H, W, C] -> [N, H, W, T*C]
+        if x.dtype.is_integer:  # oneDNN transposes uint8 only with AVX-512 (and logs it)
+            # float32 before the transpose; grappler moves a lone Cast after it.
+            x = tf.ensure_shape(tf.cast(x, tf.float32), x.shape)
         shape = tf.shape(x)
         x = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]),
                        [shape[1], shape[2], shape[3], shape[0] * shape[4]])
