@@ -20,7 +20,8 @@ What is translated is a Sequential backbone (nested Sequentials too) of the laye
 above, channels_last, with elementwise activations, BatchNorm only with batch statistics
 (`training=True`); `unsupported(model)` names what is not, and the caller runs its loop
 for it. Mixed precision as `fast_weights.forward`: fast weights stay float32, each layer
-computes in its compute dtype, BatchNorm in float32, the outputs come back float32.
+computes in its compute dtype, BatchNorm's statistics in float32, the outputs come back
+float32.
 """
 
 import math
@@ -182,21 +183,26 @@ def _per_task(x, tasks):
 
 
 def _batch_norm(layer, weights, x):
-    """Batch-statistic BatchNorm of stacked [N, h, w, T*F], in float32 (float64 in checks).
+    """Batch-statistic BatchNorm of stacked [N, h, w, T*F], statistics in float32 (float64
+    in checks).
 
-    Per-task offsets and scales [T, F] are the stack's [T*F]. The fused kernel in graphs on
-    float32 (its second derivatives are exact, `backbones.BatchNormalization`), whether or
-    not the layer has a scale (a constant one stands in); else explicit moments, both
-    differentiated through.
+    Per-task offsets and scales [T, F] are the stack's [T*F]. In graphs, the fused kernel
+    on the maps as they are, float32 or bfloat16 with float32 scale and offset, as
+    `backbones.BatchNormalization` runs them (its second derivatives are exact), whether
+    or not the layer has a scale (a constant one stands in); else explicit moments in
+    float32 or float64, both differentiated through.
     """
     params = {id(v): w for v, w in zip(layer.trainable_variables, weights)}
-    x = full_precision(x)
+    fused = x.dtype in (tf.float32, tf.bfloat16) and not tf.executing_eagerly()
+    if not fused:
+        x = full_precision(x)
     channels = tf.shape(x)[-1:]
-    gamma = (tf.reshape(params[id(layer.gamma)], [-1]) if layer.scale
-             else tf.ones(channels, x.dtype))
-    beta = (tf.reshape(params[id(layer.beta)], [-1]) if layer.center
-            else tf.zeros(channels, x.dtype))
-    if x.dtype == tf.float32 and not tf.executing_eagerly():
+    dtype = tf.float32 if fused else x.dtype
+    gamma = (tf.cast(tf.reshape(params[id(layer.gamma)], [-1]), dtype) if layer.scale
+             else tf.ones(channels, dtype))
+    beta = (tf.cast(tf.reshape(params[id(layer.beta)], [-1]), dtype) if layer.center
+            else tf.zeros(channels, dtype))
+    if fused:
         return tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=layer.epsilon,
                                                 is_training=True)[0]
     mean = tf.reduce_mean(x, axis=[0, 1, 2], keepdims=True)
