@@ -194,3 +194,34 @@ def test_the_harness_records_precision_and_compares_bfloat16_with_the_peers_bf16
     assert compares["bfloat16"]["ratio"] == round(train["episodes_per_s"] / 2, 3)
     assert compares["float16"]["ratio"] is None
     assert "no float16 counterpart" in compares["float16"]["note"]
+
+
+def test_the_precision_ratio_alternates_precisions_and_takes_the_median_round_ratio(monkeypatch):
+    """benchmarks.precision_ratio: every round times each precision in turn, and the ratio
+    is the median of the per-round ratios (a slow spell falls on both precisions)."""
+    from benchmarks import precision_ratio
+    timed = []
+    # Round rates: float32 2, 4, 8 (a machine slowing down); bfloat16 each time x 3, 1.5, 1.25.
+    rates = iter([2.0, 6.0, 4.0, 6.0, 8.0, 10.0])
+
+    def time_round(step, batches, seconds):
+        timed.append(id(step))
+        return next(rates)
+
+    monkeypatch.setattr(precision_ratio, "time_round", time_round)
+    config = workloads.workload("protonet")._replace(ways=5, shots=1, query_shots=1)
+    record = precision_ratio.compare("protonet", config, ["float32", "bfloat16"], rounds=3,
+                                     round_seconds=0.0, warmup=1)
+    first, second = timed[:2]
+    assert first != second and timed == [first, second] * 3
+    assert record["episodes_per_s"] == {"float32": 4.0, "bfloat16": 6.0}
+    assert record["ratio_to_float32"]["bfloat16"] == {"median": 1.5, "min": 1.25, "max": 3.0}
+
+
+def test_the_precision_ratio_refuses_an_unknown_precision_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.precision_ratio", "--algo=protonet",
+         "--precisions=float32,fp8"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "--precisions takes two or more of float32, bfloat16, float16; got float32,fp8" \
+        in result.stderr
