@@ -8,7 +8,9 @@ times them in turn, `--rounds` times `--round_seconds` each (float32, bfloat16, 
 bfloat16, ...), so a slow spell falls on both. Prints one JSON line (kind
 "precision_ratio"): each precision's median episodes/s over the rounds, and each other
 precision's ratio to the first as the median of the per-round ratios (with their min and
-max, the spread the reader should allow).
+max, the spread the reader should allow) and as the ratio of the fastest rounds
+(interference only slows a round down, so each precision's fastest round is its least
+disturbed: timeit's estimator), and every round's episodes/s.
 
   python -m benchmarks.precision_ratio --algo=reptile
   python -m benchmarks.precision_ratio --algo=maml --workload=paper --rounds=9
@@ -65,10 +67,12 @@ def compare(algo, config, precisions, rounds, round_seconds, warmup, workload="d
     for precision in precisions[1:]:
         per_round = [r / b for r, b in zip(rates[precision], base)]
         ratios[precision] = {"median": round(statistics.median(per_round), 3),
-                             "min": round(min(per_round), 3), "max": round(max(per_round), 3)}
+                             "min": round(min(per_round), 3), "max": round(max(per_round), 3),
+                             "fastest": round(max(rates[precision]) / max(base), 3)}
     return {"kind": "precision_ratio", "algo": algo,
             "episodes_per_s": {p: round(statistics.median(r), 2) for p, r in rates.items()},
             f"ratio_to_{precisions[0]}": ratios, "rounds": rounds,
+            "per_round": {p: [round(rate, 2) for rate in r] for p, r in rates.items()},
             "round_seconds": round_seconds,
             "config": {**config._asdict(), "workload": workload,
                        "parallel_tasks": parallel_tasks, "xla": bool(xla)}}

@@ -215,7 +215,9 @@ def test_the_precision_ratio_alternates_precisions_and_takes_the_median_round_ra
     first, second = timed[:2]
     assert first != second and timed == [first, second] * 3
     assert record["episodes_per_s"] == {"float32": 4.0, "bfloat16": 6.0}
-    assert record["ratio_to_float32"]["bfloat16"] == {"median": 1.5, "min": 1.25, "max": 3.0}
+    assert record["per_round"] == {"float32": [2.0, 4.0, 8.0], "bfloat16": [6.0, 6.0, 10.0]}
+    assert record["ratio_to_float32"]["bfloat16"] == {"median": 1.5, "min": 1.25, "max": 3.0,
+                                                        "fastest": 1.25}
 
 
 def test_the_precision_ratio_refuses_an_unknown_precision_in_one_line():
