@@ -1,4 +1,5 @@
-"""MAML's meta-batch as one batched computation (task_batch) computes what the task loop does."""
+"""A meta-batch as one batched computation (task_batch) computes what the task loop does: MAML's
+meta-gradient in training, MAML's and Reptile's test-time adaptation and logits."""
 
 import keras
 import numpy as np
@@ -7,7 +8,7 @@ import tensorflow as tf
 from test_fast_weights import directional_derivatives, float64, meta_loss  # noqa: F401
 
 from tf_meta import backbones, build_learner, data
-from tf_meta.algorithms import MAML, task_batch
+from tf_meta.algorithms import MAML, Reptile, task_batch
 from tf_meta.episode import Episode
 
 TASKS = 3
@@ -111,6 +112,77 @@ def test_batched_regression_meta_gradient_is_the_per_task_one():
     assert learner.batching_refusal() is None
     looped = gradients(per_task_loss, learner, episodes)
     assert relative_difference(looped, gradients(batched_loss, learner, episodes)) < 1e-10
+
+
+def reptile(backbone, **hyperparameters):
+    keras.utils.set_random_seed(3)
+    learner = Reptile(backbone(), inner_lr=0.01, test_inner_steps=4, test_inner_batch_size=4,
+                      **hyperparameters)
+    learner.build((None, *learner.backbone.input_shape[1:]))
+    # A saved inner Adam state as training leaves it: every test task starts from it.
+    for m, v in zip(learner.inner_state.m, learner.inner_state.v):
+        v.assign(tf.fill(v.shape, tf.constant(1e-4, v.dtype)))
+    learner.inner_state.step.assign(7.0)
+    return learner
+
+
+def alone(learner, episode, task):
+    """Test logits of one task adapted on its own; Reptile's mini-batches seeded as its test
+    loop seeds task `task` of a meta-batch (meta-step 0, task index)."""
+    if not isinstance(learner, Reptile):
+        return learner.query_logits(episode, training=False)
+    fast = learner.adapt(episode.support_x, episode.support_y, False, seed=(0, task))
+    return learner.score(fast, episode, training=False)
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("make", [maml, reptile], ids=["maml", "reptile"])
+@pytest.mark.parametrize("network", sorted(BACKBONES))
+def test_batched_test_logits_are_the_per_task_ones_in_float64(make, network):
+    """Each task adapted at test from θ (Reptile: from the saved inner Adam state, on the
+    mini-batches its seed draws) and scored on its queries, as `query_logits` does alone."""
+    learner = make(BACKBONES[network])
+    episodes = meta_batch(tf.float64)
+    assert learner.batching_refusal() is None
+    batched = learner.batched_logits(episodes, training=False).numpy()
+    looped = np.stack([alone(learner, Episode(*(t[i] for t in episodes)), i)
+                       for i in range(TASKS)])
+    np.testing.assert_allclose(batched, looped, rtol=1e-10, atol=1e-12)
+    assert np.abs(looped - looped[0]).max() > 1e-3  # the tasks differ
+
+
+@pytest.mark.parametrize("algo,network,shots,batches", [
+    # the papers' Omniglot test tasks: Reptile 50 steps of 5 images, MAML 5 + 5 images
+    ("reptile", "conv4_strided", 1, True), ("maml", "conv4_strided_mean", 1, True),
+    ("reptile", "conv4", 1, True), ("maml", "conv4", 1, False)])
+def test_evaluation_batches_the_tasks_where_batching_was_measured_faster(algo, network, shots,
+                                                                         batches):
+    learner = build_learner(algo, (28, 28, 1), ways=5, network=network)
+    spec = Episode(tf.TensorSpec([50, 5 * shots, 28, 28, 1]), tf.TensorSpec([50, 5 * shots],
+                                                                            tf.int32),
+                   tf.TensorSpec([50, 5, 28, 28, 1]), tf.TensorSpec([50, 5], tf.int32))
+    assert learner.batches_tasks(spec, training=False) == batches
+
+
+def test_reptile_trains_its_tasks_one_after_another():
+    """Each training task continues the inner Adam state the previous one left, so they
+    cannot run at once: only the test batches them."""
+    learner = reptile(flattened_backbone)
+    episodes = meta_batch(tf.float32)
+    assert learner.batch_tasks and learner.batching_refusal() is None
+    assert learner.batches_tasks(episodes, training=False)
+    assert not learner.batches_tasks(episodes, training=True)
+
+
+@pytest.mark.parametrize("make", [maml, reptile], ids=["maml", "reptile"])
+def test_without_batch_tasks_or_transduction_the_test_loops(make):
+    episodes = meta_batch(tf.float32)
+    for hyperparameters, reason in [(dict(batch_tasks=False), None),
+                                    (dict(transductive=False), "--notransductive")]:
+        learner = make(flattened_backbone, **hyperparameters)
+        assert not learner.batches_tasks(episodes, training=False)
+        if reason:
+            assert reason in learner.batching_refusal()
 
 
 def op_types(function, *args):

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_meta import backbones
-from tf_meta.algorithms import fast_weights
+from tf_meta.algorithms import fast_weights, task_batch
 from tf_meta.algorithms.base import MetaLearner
 from tf_meta.episode import num_ways
 
@@ -19,11 +19,25 @@ class FastWeightLearner(MetaLearner):
 
     The head has `ways` outputs, fixed at build time (`max_ways`). An episode (or serving
     request) with fewer classes uses the first ones; more is an error, raised in the graph.
+
+    A meta-batch's tasks may also adapt all at once (`task_batch`: tasks stacked on
+    channels, grouped convolutions, per-task fast weights; `batched_logits`) where the
+    backbone translates, the BatchNorm policy is transductive and the tasks are small
+    enough for it to be faster (`batches_tasks`; hyperparameter `batch_tasks` of the
+    subclasses that declare it); both ways compute the same logits. Serving adapts its one
+    task as `query_logits` does.
     """
 
     TASKS = ("classification", "regression")
     ADAPTS = True
     HAS_HEAD = True
+
+    # Tasks are batched up to this many values written by the first convolution per task
+    # and pass (images of a pass x h x w x filters, `batching_images`); subclasses state
+    # their measurement.
+    BATCHED_FIRST_CONV_VALUES = 0
+    # Why a --notransductive learner adapts task after task (`batching_refusal`).
+    UNBATCHED_WITHOUT_TRANSDUCTION = "--notransductive: BatchNorm runs task after task"
 
     @staticmethod
     def default_backbone(input_shape, ways, network=None):
@@ -47,6 +61,51 @@ class FastWeightLearner(MetaLearner):
     def query_logits(self, episode, training):
         fast = self.adapt(episode.support_x, episode.support_y, training)
         return self.score(fast, episode, training)
+
+    def batch_logits(self, episodes, training):
+        """Query logits [B, Q, ways]: the tasks batched (`batches_tasks`) or one by one."""
+        if self.batches_tasks(episodes, training):
+            return self.batched_logits(episodes, training)
+        return self.looped_logits(episodes, training)
+
+    def looped_logits(self, episodes, training):
+        """Query logits [B, Q, ways], one task after another."""
+        return super().batch_logits(episodes, training)
+
+    def batched_logits(self, episodes, training):
+        """Query logits [T, Q, ways] of the meta-batch adapted at once (`task_batched_adapt`),
+        each task's queries one BatchNorm batch."""
+        fast = self.task_batched_adapt(episodes, training)
+        outputs = task_batch.forward(self.backbone, fast, episodes.query_x)
+        return self.head(outputs, self.episode_ways(episodes.support_y))
+
+    def task_batched_adapt(self, episodes, training):
+        """Every task's fast weights, list of [T, *variable shape] (`task_batch`)."""
+        raise NotImplementedError
+
+    def batches_tasks(self, episodes, training):
+        """Whether these episodes' tasks adapt as one batched computation: the learner's
+        `batch_tasks` is on, nothing refuses it and it was measured faster for their size."""
+        return (getattr(self, "batch_tasks", False) and self.batching_refusal() is None
+                and self.batching_pays(episodes, training))
+
+    def batching_refusal(self):
+        """None when the tasks can be batched (`task_batch`); else why not, one line."""
+        if not self.transductive:
+            return self.UNBATCHED_WITHOUT_TRANSDUCTION
+        return task_batch.unsupported(self.backbone)
+
+    def batching_pays(self, episodes, training=True):
+        """Whether batching these episodes' tasks was measured faster than the loop: the
+        first convolution writes at most BATCHED_FIRST_CONV_VALUES per task and pass
+        (static shapes; 0 for a pass this learner does not batch)."""
+        images = self.batching_images(episodes, training)
+        values = task_batch.first_convolution_values(self.backbone)
+        return bool(values and images) and images * values <= self.BATCHED_FIRST_CONV_VALUES
+
+    def batching_images(self, episodes, training):
+        """Images per task in one pass of the adaptation (None: unknown or not batched)."""
+        raise NotImplementedError
 
     def independent_query_logits(self, episode):
         fast = self.adapt(episode.support_x, episode.support_y, training=False)

@@ -78,8 +78,8 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, state=None, be
 
     Reptile's inner loop (supervised-reptile used Adam with beta1 = 0). Each step draws
     `batch_size` examples without replacement from a stateless shuffle of the support set
-    (cycling through it), so the loop is a pure function of `seed` and `state`. Runs as a
-    tf.while_loop, so 50 test-time steps cost one step's graph.
+    (cycling through it, `minibatch_order`), so the loop is a pure function of `seed` and
+    `state`. Runs as a tf.while_loop, so 50 test-time steps cost one step's graph.
 
     Args:
       x: [S, *input_shape]; y: [S, ...].
@@ -94,43 +94,79 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seed, state=None, be
       any outer tape; the AdamState after these steps).
     """
     theta = [tf.stop_gradient(tf.convert_to_tensor(v)) for v in model.trainable_variables]
-    size = tf.shape(x)[0]
-    batch = tf.minimum(batch_size, size)
-    # One shuffled pass per epoch, enough epochs to cover every step's mini-batch.
-    epochs = (steps * batch) // size + 1
-    seeds = tf.random.experimental.stateless_split(seed, epochs)
-    order = tf.reshape(tf.map_fn(
-        lambda s: tf.random.experimental.stateless_shuffle(tf.range(size), s), seeds,
-        fn_output_signature=tf.int32), [-1])
-
+    shapes = [w.shape for w in theta]
+    batch = tf.minimum(batch_size, tf.shape(x)[0])
+    order = minibatch_order(tf.shape(x)[0], batch, steps, seed)
     if state is None:
         state = AdamState([tf.zeros_like(w) for w in theta], [tf.zeros_like(w) for w in theta],
                           tf.constant(0.0))
-    # Adam runs on one flat vector of all weights: a handful of ops per step instead of a
-    # handful per weight tensor (these small steps are dominated by per-op overhead).
-    shapes = [w.shape for w in theta]
 
-    def flat(tensors):
-        return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
-
-    def unflat(vector):
-        parts = tf.split(vector, [s.num_elements() for s in shapes])
-        return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
-
-    def step(t, weights, m, v):
+    def gradient(t, weights):
         ids = order[t * batch:(t + 1) * batch]
-        fast = unflat(weights)
+        fast = unflatten(weights, shapes)
         with tf.GradientTape() as tape:
             tape.watch(fast)
             outputs, _ = forward(model, fast, tf.gather(x, ids), training)
             loss = loss_fn(tf.gather(y, ids), outputs)
-        grads = flat(tape.gradient(loss, fast))
+        return flatten(tape.gradient(loss, fast))
+
+    weights, m, v = adam_steps(gradient, flatten(theta), flatten(state.m), flatten(state.v),
+                               state.step, steps, lr, beta1, beta2, epsilon)
+    return unflatten(weights, shapes), AdamState(
+        unflatten(m, shapes), unflatten(v, shapes), state.step + tf.cast(steps, state.step.dtype))
+
+
+def minibatch_order(size, batch, steps, seed):
+    """Indices into a support set of `size` examples, `batch` per step for `steps` steps
+    (step t takes [t * batch, (t + 1) * batch)): one stateless shuffle per pass through
+    the set, as many passes as the steps need. [n] int32, n >= steps * batch."""
+    epochs = (steps * batch) // size + 1
+    seeds = tf.random.experimental.stateless_split(seed, epochs)
+    return tf.reshape(tf.map_fn(
+        lambda s: tf.random.experimental.stateless_shuffle(tf.range(size), s), seeds,
+        fn_output_signature=tf.int32), [-1])
+
+
+def adam_steps(gradient, weights, m, v, step, steps, lr, beta1, beta2, epsilon):
+    """`steps` Adam updates of flattened weights, as a tf.while_loop.
+
+    Adam runs on one flat vector of all weights: a handful of ops per step instead of a
+    handful per weight tensor (these small steps are dominated by per-op overhead). Every
+    operation is elementwise, so `weights` may also be [T, P], one row per task
+    (`task_batch.adam_adapt`).
+
+    Args:
+      gradient: (t, weights) -> the loss's gradient at step t (0-based), weights' shape.
+      weights, m, v: [P] or [T, P] float, the weights and Adam's moments.
+      step: scalar float, Adam's step count before these steps (its bias correction).
+
+    Returns:
+      (weights, m, v) after the steps.
+    """
+    def update(t, weights, m, v):
+        grads = gradient(t, weights)
         m = beta1 * m + (1 - beta1) * grads
         v = beta2 * v + (1 - beta2) * tf.square(grads)
-        t1 = state.step + tf.cast(t + 1, tf.float32)  # the bias correction's step count
-        scale = lr * tf.sqrt(1 - beta2 ** t1) / (1 - beta1 ** t1)
+        t1 = step + tf.cast(t + 1, step.dtype)  # the bias correction's step count
+        scale = tf.cast(lr * tf.sqrt(1 - beta2 ** t1) / (1 - beta1 ** t1), weights.dtype)
         return t + 1, weights - scale * m / (tf.sqrt(v) + epsilon), m, v
 
-    _, weights, m, v = tf.while_loop(
-        lambda t, *_: t < steps, step, (tf.constant(0), flat(theta), flat(state.m), flat(state.v)))
-    return unflat(weights), AdamState(unflat(m), unflat(v), state.step + tf.cast(steps, tf.float32))
+    _, weights, m, v = tf.while_loop(lambda t, *_: t < steps, update,
+                                     (tf.constant(0), weights, m, v))
+    return weights, m, v
+
+
+def flatten(tensors, tasks=False):
+    """Tensors -> one vector [P]; with `tasks`, [T, *shape] tensors -> [T, P]."""
+    if tasks:
+        return tf.concat([tf.reshape(t, [tf.shape(t)[0], -1]) for t in tensors], axis=1)
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def unflatten(vector, shapes, tasks=False):
+    """The inverse of `flatten`: [P] (with `tasks`, [T, P]) -> tensors of `shapes` (each
+    [T, *shape] with `tasks`)."""
+    parts = tf.split(vector, [s.num_elements() for s in shapes], axis=1 if tasks else 0)
+    if tasks:
+        return [tf.reshape(p, [tf.shape(vector)[0], *s]) for p, s in zip(parts, shapes)]
+    return [tf.reshape(p, s) for p, s in zip(parts, shapes)]

@@ -23,13 +23,13 @@ class MAML(FastWeightLearner):
     be, `backbones.with_exact_batch_norm`), or the first-order one with `first_order=True`
     (FOMAML, `ALGORITHMS["fomaml"]`).
 
-    Training runs the meta-batch's tasks as one batched computation (`task_batch`: tasks
-    stacked on channels, grouped convolutions, per-task fast weights) where the backbone
-    translates, the BatchNorm policy is transductive and the tasks are small enough for it
-    to be faster (`batching_pays`: the papers' Omniglot tasks, not 15 queries per class of
-    the max-pool Conv-4), else one task after another (`batch_tasks`, `batching_refusal`);
-    both give the same meta-gradient. Evaluation and
-    serving adapt one task at a time.
+    Training and evaluation run the meta-batch's tasks as one batched computation
+    (`task_batch`: tasks stacked on channels, grouped convolutions, per-task fast weights)
+    where the backbone translates, the BatchNorm policy is transductive and the tasks are
+    small enough for it to be faster (`batching_pays`: the papers' Omniglot tasks, not 15
+    queries per class of the max-pool Conv-4), else one task after another (`batch_tasks`,
+    `batching_refusal`); both give the same meta-gradient and logits. Serving adapts its
+    one task as the loop does.
 
     BatchNorm policy: `transductive=True` (the paper's and its reference code's) uses batch
     statistics in the inner and outer loop, at training and at test, so a test query batch
@@ -59,9 +59,9 @@ class MAML(FastWeightLearner):
                        "utils.py xent, summed by tf.gradients), so inner_lr is the paper's α; "
                        "--nosum_inner_loss: their mean"),
         Hyperparameter("batch_tasks", bool, True, "run the meta-batch's tasks as one batched "
-                       "computation (grouped convolutions) where it applies and was measured "
-                       "faster (small conv tasks); --nobatch_tasks: one task after another",
-                       shapes_weights=False),
+                       "computation (grouped convolutions), in training and at test, where it "
+                       "applies and was measured faster (small conv tasks); --nobatch_tasks: "
+                       "one task after another", shapes_weights=False),
         Hyperparameter("parallel_tasks", int, 1, "tasks whose meta-gradients run at once when "
                        "they run one after another (2 is ~20% faster on 2 cores, ~100 MB more "
                        "memory)", at_least(1), shapes_weights=False),
@@ -76,6 +76,8 @@ class MAML(FastWeightLearner):
     # (strided, 80 images), 0.81 (FOMAML 0.65) at 4M (max-pool, 80 images); an MLP without
     # convolutions (sinusoid) 0.97: it loops.
     BATCHED_FIRST_CONV_VALUES = 250_000
+    UNBATCHED_WITHOUT_TRANSDUCTION = ("--notransductive updates the moving statistics task "
+                                      "after task")
 
     def __init__(self, backbone, first_order=False, **kwargs):
         if not first_order:  # Keras's BatchNormalization would make the second order wrong
@@ -88,24 +90,15 @@ class MAML(FastWeightLearner):
 
     def meta_gradients(self, episodes):
         """Mean meta-gradient over the meta-batch: its tasks batched or one after another."""
-        if self.batch_tasks and self.batching_refusal() is None and self.batching_pays(
-                episodes):
+        if self.batches_tasks(episodes, training=True):
             return self.batched_meta_gradients(episodes)
         return self.looped_meta_gradients(episodes)
 
-    def batching_pays(self, episodes):
-        """Whether batching these episodes' tasks was measured faster than the loop: their
-        first convolution writes at most BATCHED_FIRST_CONV_VALUES per task (static shapes)."""
-        images = episodes.support_x.shape[1] + episodes.query_x.shape[1]
-        values = task_batch.first_convolution_values(self.backbone)
-        return bool(values) and images is not None and (
-            images * values <= self.BATCHED_FIRST_CONV_VALUES)
-
-    def batching_refusal(self):
-        """None when training can batch the tasks (`task_batch`); else why not, one line."""
-        if not self.transductive:
-            return "--notransductive updates the moving statistics task after task"
-        return task_batch.unsupported(self.backbone)
+    def batching_images(self, episodes, training):
+        """A task's support and query images (static shapes; None if unknown)."""
+        del training  # the same tasks in training and at test
+        support, query = episodes.support_x.shape[1], episodes.query_x.shape[1]
+        return None if support is None or query is None else support + query
 
     def batched_meta_gradients(self, episodes):
         """Mean meta-gradient over the meta-batch as one computation (`task_batch`).
@@ -121,13 +114,15 @@ class MAML(FastWeightLearner):
     def batched_query_loss(self, episodes):
         """(mean query loss, query logits [T, Q, ways]) of a meta-batch adapted in training,
         all tasks at once: what `looped_meta_gradients` computes task after task."""
-        fast = task_batch.sgd_adapt(
-            self.backbone, self.support_loss(episodes.support_y), episodes.support_x,
-            episodes.support_y, self.inner_steps, self.inner_lr, self.first_order,
-            frozen=() if self.adapt_batchnorm else self._batchnorm_positions())
-        outputs = task_batch.forward(self.backbone, fast, episodes.query_x)
-        logits = self.head(outputs, self.episode_ways(episodes.support_y))
+        logits = self.batched_logits(episodes, training=True)
         return tf.reduce_mean(self.query_loss(episodes.query_y, logits)), logits
+
+    def task_batched_adapt(self, episodes, training):
+        return task_batch.sgd_adapt(
+            self.backbone, self.support_loss(episodes.support_y), episodes.support_x,
+            episodes.support_y, self.inner_steps if training else self.test_inner_steps,
+            self.inner_lr, self.first_order,
+            frozen=() if self.adapt_batchnorm else self._batchnorm_positions())
 
     def looped_meta_gradients(self, episodes):
         """Mean meta-gradient over the meta-batch, one task at a time.

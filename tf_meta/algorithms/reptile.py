@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tf_meta.algorithms import fast_weights
+from tf_meta.algorithms import fast_weights, task_batch
 from tf_meta.algorithms.adaptive import FastWeightLearner
 from tf_meta.algorithms.hyperparameters import POSITIVE, Hyperparameter, at_least
 from tf_meta.episode import Episode
@@ -38,6 +38,11 @@ class Reptile(FastWeightLearner):
     equals the average of single-device runs on the replicas' shares, not the one-device
     chain through the whole meta-batch (tests/test_distributed.py).
 
+    At test the tasks are independent (each from the saved state), so a meta-batch of test
+    tasks adapts as one batched computation where it pays (`batch_tasks`, `task_batch`:
+    grouped convolutions, per-task weights and Adam moments; `task_batched_adapt`), with
+    the loop's per-task mini-batches; training cannot, its tasks being a chain.
+
     BatchNorm always uses batch statistics, as in the reference code. `transductive=True`
     classifies all queries of an episode in one batch; `transductive=False` classifies each
     query in a batch made of the support set plus that query alone, so no query sees another.
@@ -67,7 +72,18 @@ class Reptile(FastWeightLearner):
         Hyperparameter("transductive", bool, True, "all queries of an episode in one "
                        "BatchNorm batch (--notransductive: each query with the support set "
                        "alone)", shapes_weights=False),
+        Hyperparameter("batch_tasks", bool, True, "at test, adapt the meta-batch's tasks as "
+                       "one batched computation (grouped convolutions) where it applies and "
+                       "was measured faster; training adapts task after task, each continuing "
+                       "the previous task's inner Adam state; --nobatch_tasks: task after task "
+                       "at test too", shapes_weights=False),
     )
+
+    # At test, tasks are batched up to this many values written by the first convolution
+    # per task and inner step (test_inner_batch_size images x h x w x filters).
+    BATCHED_FIRST_CONV_VALUES = 1_000_000
+    UNBATCHED_WITHOUT_TRANSDUCTION = ("--notransductive scores each query in a BatchNorm batch "
+                                      "of its own, task after task")
 
     def __init__(self, backbone, **kwargs):
         super().__init__(backbone, **kwargs)
@@ -106,8 +122,28 @@ class Reptile(FastWeightLearner):
         outputs, _ = fast_weights.forward(self.backbone, fast, episode.query_x, True)
         return self.head(outputs, self.episode_ways(episode.support_y))
 
-    def batch_logits(self, episodes, training):
+    def looped_logits(self, episodes, training):
         return self._map_tasks(episodes, training)[0]
+
+    def batching_images(self, episodes, training):
+        """Images of a test inner step (static shapes); None in training, which runs its
+        tasks one after another (each continues the inner Adam state the previous left)."""
+        support = episodes.support_x.shape[1]
+        if training or support is None:
+            return None
+        return min(self.test_inner_batch_size, support)
+
+    def task_batched_adapt(self, episodes, training):
+        """Every task's φ at test, each from the saved inner Adam state and seeded as
+        `_map_tasks` seeds it (meta-step 0, task index): the loop's mini-batches."""
+        del training  # test only (batching_images)
+        tasks = tf.shape(episodes.support_y)[0]
+        seeds = tf.stack([tf.zeros([tasks], tf.int32), tf.range(tasks)], axis=1)
+        fast, _ = task_batch.adam_adapt(
+            self.backbone, self.support_loss(episodes.support_y), episodes.support_x,
+            episodes.support_y, self.test_inner_steps, self.inner_lr,
+            self.test_inner_batch_size, seeds, self._saved_state())
+        return fast
 
     def meta_gradients(self, episodes):
         """(θ − mean φ over the meta-batch, mean query loss, query logits [B, Q, ways])."""

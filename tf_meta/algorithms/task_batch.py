@@ -1,5 +1,8 @@
 """A meta-batch's tasks as one computation: per-task fast weights, tasks stacked on channels.
 
+MAML's training and test-time SGD (`sgd_adapt`) and Reptile's test-time Adam (`adam_adapt`)
+run here when the learner batches its tasks (`FastWeightLearner.batches_tasks`).
+
 `fast_weights` runs one task through `keras.Model.stateless_call`; here T tasks run at
 once through a translation of the backbone's layers, each task with its own weights:
 
@@ -31,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta import backbones
+from tf_meta.algorithms import fast_weights
 from tf_meta.precision import full_precision
 
 _ELEMENTWISE = (keras.activations.linear, keras.activations.relu)
@@ -231,3 +235,50 @@ def sgd_adapt(model, loss_fn, x, y, steps, lr, first_order=False, frozen=()):
             grads = [tf.stop_gradient(g) for g in grads]
         fast = [w if i in frozen else w - lr * g for i, (w, g) in enumerate(zip(fast, grads))]
     return fast
+
+
+def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seeds, state, beta1=0.0,
+               beta2=0.999, epsilon=1e-8):
+    """Every task's fast weights after `steps` Adam steps, as `fast_weights.adam_adapt`.
+
+    Each task starts from θ and the same Adam `state` (Reptile at test: every task from the
+    saved state), and draws its mini-batches as `fast_weights.adam_adapt` does with its
+    own seed, so task t's weights are those the single-task loop gives it.
+
+    Args:
+      loss_fn: (y [T, b, ...], outputs [T, b, ...]) -> per-task losses [T].
+      x: [T, S, *input_shape]; y: [T, S, ...].
+      batch_size: python int, examples per inner step (capped at S).
+      seeds: [T, 2] int, the tasks' stateless seeds.
+      state: fast_weights.AdamState shared by every task (moments shaped as the weights).
+
+    Returns:
+      (list parallel to model.trainable_variables, each [T, *variable shape], constants to
+      any outer tape; the tasks' AdamState after these steps, moments [T, *shape]).
+    """
+    tasks, size = tf.shape(x)[0], tf.shape(x)[1]
+    shapes = [v.shape for v in model.trainable_variables]
+    batch = tf.minimum(batch_size, size)
+    order = tf.map_fn(lambda seed: fast_weights.minibatch_order(size, batch, steps, seed),
+                      seeds, fn_output_signature=tf.int32)  # [T, n]
+
+    def gradient(t, weights):
+        ids = order[:, t * batch:(t + 1) * batch]
+        fast = fast_weights.unflatten(weights, shapes, tasks=True)
+        with tf.GradientTape() as tape:
+            tape.watch(fast)
+            outputs = forward(model, fast, tf.gather(x, ids, batch_dims=1))
+            loss = tf.reduce_sum(loss_fn(tf.gather(y, ids, batch_dims=1), outputs))
+        return fast_weights.flatten(tape.gradient(loss, fast), tasks=True)
+
+    def per_task(tensors):
+        return tf.repeat(fast_weights.flatten(tensors)[None], tasks, axis=0)
+
+    weights, m, v = fast_weights.adam_steps(
+        gradient, per_task([tf.stop_gradient(tf.convert_to_tensor(v))
+                            for v in model.trainable_variables]),
+        per_task(state.m), per_task(state.v), state.step, steps, lr, beta1, beta2, epsilon)
+    return fast_weights.unflatten(weights, shapes, tasks=True), fast_weights.AdamState(
+        fast_weights.unflatten(m, shapes, tasks=True),
+        fast_weights.unflatten(v, shapes, tasks=True),
+        state.step + tf.cast(steps, state.step.dtype))
