@@ -72,16 +72,36 @@ class FastWeightLearner(MetaLearner):
         """Query logits [B, Q, ways], one task after another."""
         return super().batch_logits(episodes, training)
 
-    def batched_logits(self, episodes, training):
+    def batched_logits(self, episodes, training, as_served=False):
         """Query logits [T, Q, ways] of the meta-batch adapted at once (`task_batched_adapt`),
         each task's queries one BatchNorm batch."""
-        fast = self.task_batched_adapt(episodes, training)
+        fast = self.task_batched_adapt(episodes, training, as_served)
         outputs = task_batch.forward(self.backbone, fast, episodes.query_x)
         return self.head(outputs, self.episode_ways(episodes.support_y))
 
-    def task_batched_adapt(self, episodes, training):
-        """Every task's fast weights, list of [T, *variable shape] (`task_batch`)."""
+    def task_batched_adapt(self, episodes, training, as_served=False):
+        """Every task's fast weights, list of [T, *variable shape] (`task_batch`), each
+        task adapted as in the loop of `batch_logits`, or with `as_served` as
+        `independent_query_logits` adapts its one task."""
         raise NotImplementedError
+
+    def independent_batch_logits(self, episodes):
+        """`independent_query_logits` of a meta-batch [T, Q, ways], its tasks batched where
+        `batch_logits` batches them: with transductive BatchNorm each query is scored in a
+        batch of the support set and itself, one per (task, query), the task's weights
+        repeated for each of its queries."""
+        if not self.batches_tasks(episodes, training=False):
+            return super().independent_batch_logits(episodes)
+        if not self.answers_queries_together():
+            return self.batched_logits(episodes, training=False, as_served=True)
+        fast = self.task_batched_adapt(episodes, training=False, as_served=True)
+        tasks, queries = tf.shape(episodes.query_x)[0], tf.shape(episodes.query_x)[1]
+        each = [tf.repeat(w, queries, axis=0) for w in fast]  # [T*Q, *shape]
+        support = tf.repeat(episodes.support_x, queries, axis=0)  # [T*Q, S, *input]
+        query = tf.reshape(episodes.query_x, [-1, 1, *episodes.query_x.shape[2:]])
+        outputs = task_batch.forward(self.backbone, each, tf.concat([support, query], axis=1))
+        outputs = tf.reshape(outputs[:, -1], [tasks, queries, -1])  # each query's own batch
+        return self.head(outputs, self.episode_ways(episodes.support_y))
 
     def batches_tasks(self, episodes, training):
         """Whether these episodes' tasks adapt as one batched computation: the learner's

@@ -230,12 +230,16 @@ class MetaLearner(KerasModel):
     def predict_step(self, episodes):
         return self.answer(as_episode(episodes), training=False)
 
+    def independent_batch_logits(self, episodes):
+        """`independent_query_logits` of every episode of a meta-batch: [B, Q, ways]."""
+        return tf.map_fn(lambda e: self.independent_query_logits(Episode(*e)),
+                         tuple(episodes), fn_output_signature=LOGITS_SPEC)
+
     def episode_scores(self, episodes, each_on_its_own=False):
         """Per-episode query accuracy (MSE for regression) [B] float32 with training=False:
         of the test's answers, or of the served default's (`independent_query_logits`)."""
         if each_on_its_own:
-            logits = tf.map_fn(lambda e: self.independent_query_logits(Episode(*e)),
-                               tuple(episodes), fn_output_signature=LOGITS_SPEC)
+            logits = self.independent_batch_logits(episodes)
         else:
             logits = self.batch_logits(episodes, training=False)
         if self.regression:

@@ -117,7 +117,8 @@ class MAML(FastWeightLearner):
         logits = self.batched_logits(episodes, training=True)
         return tf.reduce_mean(self.query_loss(episodes.query_y, logits)), logits
 
-    def task_batched_adapt(self, episodes, training):
+    def task_batched_adapt(self, episodes, training, as_served=False):
+        del as_served  # MAML adapts every task alike
         return task_batch.sgd_adapt(
             self.backbone, self.support_loss(episodes.support_y), episodes.support_x,
             episodes.support_y, self.inner_steps if training else self.test_inner_steps,

@@ -133,12 +133,14 @@ class Reptile(FastWeightLearner):
             return None
         return min(self.test_inner_batch_size, support)
 
-    def task_batched_adapt(self, episodes, training):
+    def task_batched_adapt(self, episodes, training, as_served=False):
         """Every task's φ at test, each from the saved inner Adam state and seeded as
-        `_map_tasks` seeds it (meta-step 0, task index): the loop's mini-batches."""
+        `_map_tasks` seeds it (meta-step 0, task index): the loop's mini-batches; with
+        `as_served`, as `adapt` seeds a served request's one task (0, 0)."""
         del training  # test only (batching_images)
         tasks = tf.shape(episodes.support_y)[0]
-        seeds = tf.stack([tf.zeros([tasks], tf.int32), tf.range(tasks)], axis=1)
+        index = tf.zeros([tasks], tf.int32) if as_served else tf.range(tasks)
+        seeds = tf.stack([tf.zeros([tasks], tf.int32), index], axis=1)
         fast, _ = task_batch.adam_adapt(
             self.backbone, self.support_loss(episodes.support_y), episodes.support_x,
             episodes.support_y, self.test_inner_steps, self.inner_lr,
