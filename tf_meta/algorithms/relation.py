@@ -74,17 +74,18 @@ class RelationModule(keras.Model):
     def call(self, class_features, query_features, training=False):
         batch, ways, queries = (ops.shape(class_features)[0], ops.shape(class_features)[1],
                                 ops.shape(query_features)[1])
-        channels = self.feature_shape[-1]
-        # Sliced, a variable is not autocast: the pair layer's weights and the features are
+        # Split, a variable is not autocast: the pair layer's weights and the features are
         # cast to the compute dtype here (`stateless_call` reaches `call` without __call__'s
         # input casting too).
         kernel, bias = (ops.cast(w, self.compute_dtype)
                         for w in (self.pair_layer.kernel, self.pair_layer.bias))
         class_features, query_features = (ops.cast(f, self.compute_dtype)
                                           for f in (class_features, query_features))
+        # Split, not sliced: the gradient is one concatenation, not two zero-padded
+        # slice gradients and their sum.
+        class_part, query_part = ops.split(kernel, 2, axis=-2)
         halves = []
-        for features, part in ((class_features, kernel[..., :channels, :]),
-                               (query_features, kernel[..., channels:, :])):
+        for features, part in ((class_features, class_part), (query_features, query_part)):
             flat = ops.reshape(features, (-1, *self.feature_shape))
             if len(self.feature_shape) == 3:
                 out = ops.conv(flat, part, padding="same")
