@@ -8,7 +8,7 @@ import tensorflow as tf
 from test_fast_weights import directional_derivatives, float64, meta_loss  # noqa: F401
 
 from tf_meta import backbones, build_learner, data
-from tf_meta.algorithms import MAML, Reptile, fast_weights, task_batch
+from tf_meta.algorithms import MAML, Reptile, task_batch
 from tf_meta.episode import Episode
 
 TASKS = 3
@@ -151,29 +151,19 @@ def test_batched_test_logits_are_the_per_task_ones_in_float64(make, network):
     assert np.abs(looped - looped[0]).max() > 1e-3  # the tasks differ
 
 
-def each_query_alone(learner, episode):
-    """`independent_query_logits` written out (its map_fn is float32-only): the task
-    adapted as a served request is, then each query in a batch of the support set and
-    itself."""
-    fast = learner.adapt(episode.support_x, episode.support_y, training=False)
-    outputs = [fast_weights.forward(learner.backbone, fast, tf.concat(
-        [episode.support_x, query[None]], axis=0), True)[0][-1] for query in episode.query_x]
-    return learner.head(tf.stack(outputs), learner.episode_ways(episode.support_y))
-
-
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("make", [maml, reptile], ids=["maml", "reptile"])
 @pytest.mark.parametrize("network", sorted(BACKBONES))
 def test_the_served_answers_of_a_batched_test_are_each_querys_own_in_float64(make, network):
     """The evaluation's second answer, what a default export serves: each task adapted as a
-    served request is, and each query scored in a BatchNorm batch of the support set and
-    itself alone, batched over tasks and queries."""
+    served request is (the tasks at once), and each query scored in a BatchNorm batch of
+    the support set and itself alone."""
     learner = make(BACKBONES[network])
     episodes = meta_batch(tf.float64)
     assert learner.batches_tasks(episodes, training=False)
     assert learner.answers_queries_together()
     batched = learner.independent_batch_logits(episodes).numpy()
-    looped = np.stack([each_query_alone(learner, Episode(*(t[i] for t in episodes)))
+    looped = np.stack([learner.independent_query_logits(Episode(*(t[i] for t in episodes)))
                        for i in range(TASKS)])
     np.testing.assert_allclose(batched, looped, rtol=1e-10, atol=1e-12)
     together = learner.batched_logits(episodes, training=False, as_served=True).numpy()

@@ -6,7 +6,7 @@ import tensorflow as tf
 from tf_meta import backbones
 from tf_meta.algorithms import fast_weights, task_batch
 from tf_meta.algorithms.base import MetaLearner
-from tf_meta.episode import num_ways
+from tf_meta.episode import Episode, num_ways
 
 
 class FastWeightLearner(MetaLearner):
@@ -86,22 +86,16 @@ class FastWeightLearner(MetaLearner):
         raise NotImplementedError
 
     def independent_batch_logits(self, episodes):
-        """`independent_query_logits` of a meta-batch [T, Q, ways], its tasks batched where
-        `batch_logits` batches them: with transductive BatchNorm each query is scored in a
-        batch of the support set and itself, one per (task, query), the task's weights
-        repeated for each of its queries."""
+        """`independent_query_logits` of a meta-batch [T, Q, ways], the tasks adapted at
+        once where `batch_logits` batches them; each task's queries are then scored as
+        `independent_score` scores them, task after task (scoring every query of every
+        task in one batch would hold T x Q x (S + 1) images' activations)."""
         if not self.batches_tasks(episodes, training=False):
             return super().independent_batch_logits(episodes)
-        if not self.answers_queries_together():
-            return self.batched_logits(episodes, training=False, as_served=True)
         fast = self.task_batched_adapt(episodes, training=False, as_served=True)
-        tasks, queries = tf.shape(episodes.query_x)[0], tf.shape(episodes.query_x)[1]
-        each = [tf.repeat(w, queries, axis=0) for w in fast]  # [T*Q, *shape]
-        support = tf.repeat(episodes.support_x, queries, axis=0)  # [T*Q, S, *input]
-        query = tf.reshape(episodes.query_x, [-1, 1, *episodes.query_x.shape[2:]])
-        outputs = task_batch.forward(self.backbone, each, tf.concat([support, query], axis=1))
-        outputs = tf.reshape(outputs[:, -1], [tasks, queries, -1])  # each query's own batch
-        return self.head(outputs, self.episode_ways(episodes.support_y))
+        return tf.map_fn(lambda task: self.independent_score(task[1], Episode(*task[0])),
+                         (tuple(episodes), fast),
+                         fn_output_signature=tf.TensorSpec([None, None], fast[0].dtype))
 
     def batches_tasks(self, episodes, training):
         """Whether these episodes' tasks adapt as one batched computation: the learner's
@@ -150,8 +144,10 @@ class FastWeightLearner(MetaLearner):
             outputs, _ = fast_weights.forward(self.backbone, fast, batch, True)
             return outputs[-1]
 
-        outputs = tf.map_fn(one_query, episode.query_x,
-                            fn_output_signature=tf.TensorSpec(self.backbone.output_shape[1:]))
+        # Outputs come in the fast weights' dtype: float32 (under mixed precision too) or
+        # float64 in checks.
+        outputs = tf.map_fn(one_query, episode.query_x, fn_output_signature=tf.TensorSpec(
+            self.backbone.output_shape[1:], fast[0].dtype))
         return self.head(outputs, self.episode_ways(episode.support_y))
 
     def _has_batchnorm(self):
