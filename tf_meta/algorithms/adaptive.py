@@ -112,7 +112,7 @@ class FastWeightLearner(MetaLearner):
     def batching_pays(self, episodes, training=True):
         """Whether batching these episodes' tasks was measured faster than the loop: the
         first convolution writes at most BATCHED_FIRST_CONV_VALUES per task and pass
-        (static shapes; 0 for a pass this learner does not batch)."""
+        (static shapes; False where `batching_images` gives no count)."""
         images = self.batching_images(episodes, training)
         values = task_batch.first_convolution_values(self.backbone)
         return bool(values and images) and images * values <= self.BATCHED_FIRST_CONV_VALUES
