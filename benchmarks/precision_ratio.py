@@ -19,7 +19,6 @@ disturbed: timeit's estimator), and every round's episodes/s.
 import json
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,16 +35,6 @@ flags.DEFINE_integer("rounds", 7, "timed rounds per precision", lower_bound=1)
 flags.DEFINE_float("round_seconds", 3.0, "length of one timed round", lower_bound=0.1)
 
 
-def time_round(step, batches, seconds):
-    """Meta-iterations per second of `step` over about `seconds` (at least 2 iterations)."""
-    iters, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or iters < 2:
-        logs = step(batches)
-        iters += 1
-    float(logs["loss"])  # the last step has finished
-    return iters / (time.perf_counter() - start)
-
-
 def compare(algo, config, precisions, rounds, round_seconds, warmup, workload="default",
             parallel_tasks=1, xla=False):
     """The "precision_ratio" record (see the module docstring)."""
@@ -60,8 +49,8 @@ def compare(algo, config, precisions, rounds, round_seconds, warmup, workload="d
     rates = {precision: [] for precision in precisions}
     for _ in range(rounds):
         for precision in precisions:
-            rates[precision].append(
-                time_round(*steps[precision], round_seconds) * config.meta_batch_size)
+            rate = workloads.steps_per_second(*steps[precision], round_seconds, at_least=2)
+            rates[precision].append(rate * config.meta_batch_size)
     base = rates[precisions[0]]
     ratios = {}
     for precision in precisions[1:]:

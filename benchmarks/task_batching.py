@@ -29,7 +29,6 @@ batches up to `BATCHED_FIRST_CONV_VALUES` of its learner (Reptile: per test inne
 
 import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -86,17 +85,6 @@ def gradient_difference(built, episodes):
     return max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(looped, batched)) / scale
 
 
-def timed(step, batches, seconds):
-    """Meta-batches per second of `step` over at least `seconds` (3 meta-batches at least)."""
-    import tensorflow as tf
-    iters, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or iters < 3:
-        result = step(batches)
-        iters += 1
-    tf.nest.flatten(result)[0].numpy()  # the last step has finished
-    return iters / (time.perf_counter() - start)
-
-
 def logit_difference(built, episodes):
     """max |batched - looped| / max |looped| over the test logits of one meta-batch."""
     import tensorflow as tf
@@ -133,7 +121,8 @@ def compare(algo, meta_batch_size):
     best = {False: 0.0, True: 0.0}
     for _ in range(FLAGS.rounds):
         for batched, step in steps.items():
-            best[batched] = max(best[batched], timed(step, batches, FLAGS.seconds))
+            best[batched] = max(best[batched], workloads.steps_per_second(
+                step, batches, FLAGS.seconds))
     looped, batched = (best[b] * meta_batch_size for b in (False, True))
     return {"kind": "task_batching", "stage": FLAGS.stage, "algo": algo,
             "protocol": FLAGS.protocol, "network": config.network, "precision": FLAGS.precision,

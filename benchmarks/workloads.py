@@ -220,6 +220,21 @@ def episodes(config, seed=0):
                                         config.meta_batch_size, seed=seed)
 
 
+def steps_per_second(step, batches, seconds, at_least=3):
+    """Calls per second of `step(batches)` (a tf.function meta-training or test step) over
+    at least `seconds` and `at_least` calls, the last call's result fetched before the clock
+    stops."""
+    import time
+
+    import tensorflow as tf
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or calls < at_least:
+        result = step(batches)
+        calls += 1
+    tf.nest.flatten(result)[0].numpy()  # the last step has finished
+    return calls / (time.perf_counter() - start)
+
+
 def build(algo, config, parallel_tasks=1, xla=False, precision="float32"):
     """A compiled learner for `config` in `precision`, built as a run of `run_config(...)`
     builds it.

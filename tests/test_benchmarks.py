@@ -204,11 +204,11 @@ def test_the_precision_ratio_alternates_precisions_and_takes_the_median_round_ra
     # Round rates: float32 2, 4, 8 (a machine slowing down); bfloat16 each time x 3, 1.5, 1.25.
     rates = iter([2.0, 6.0, 4.0, 6.0, 8.0, 10.0])
 
-    def time_round(step, batches, seconds):
+    def steps_per_second(step, batches, seconds, at_least):
         timed.append(id(step))
         return next(rates)
 
-    monkeypatch.setattr(precision_ratio, "time_round", time_round)
+    monkeypatch.setattr(workloads, "steps_per_second", steps_per_second)
     config = workloads.workload("protonet")._replace(ways=5, shots=1, query_shots=1)
     record = precision_ratio.compare("protonet", config, ["float32", "bfloat16"], rounds=3,
                                      round_seconds=0.0, warmup=1)
