@@ -62,10 +62,13 @@ def learners(algo, protocol, meta_batch_size, precision, **settings):
     from tf_meta.config import RunConfig
     built = {}
     for batched in (False, True):
-        config = RunConfig.from_settings(
-            algo=algo, protocol=protocol, dataset="omniglot", meta_batch_size=meta_batch_size,
-            precision=precision, batch_tasks=batched,
-            **{name: value for name, value in settings.items() if value is not None})
+        try:
+            config = RunConfig.from_settings(
+                algo=algo, protocol=protocol, dataset="omniglot",
+                meta_batch_size=meta_batch_size, precision=precision, batch_tasks=batched,
+                **{name: value for name, value in settings.items() if value is not None})
+        except ValueError as e:  # a setting the algorithm lacks or refuses: one line
+            raise app.UsageError(str(e)) from None
         keras.utils.set_random_seed(0)
         learner = experiment.compile_learner(experiment.make_learner(config, (28, 28, 1)), config)
         learner.optimizer.build(learner.trainable_variables)

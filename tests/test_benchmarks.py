@@ -227,3 +227,11 @@ def test_the_precision_ratio_refuses_an_unknown_precision_in_one_line():
     assert result.returncode != 0 and result.stdout == ""
     assert "--precisions takes two or more of float32, bfloat16, float16; got float32,fp8" \
         in result.stderr
+
+
+def test_task_batching_refuses_a_setting_the_algorithm_lacks_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.task_batching", "--stage=test", "--algos=maml",
+         "--test_inner_batch_size=10"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and result.stdout == "" and "Traceback" not in result.stderr
+    assert "--test_inner_batch_size does not apply to --algo=maml" in result.stderr
