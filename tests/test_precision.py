@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_meta import ALGORITHMS, build_learner, data, precision
+from tf_meta import ALGORITHMS, backbones, build_learner, data, precision
 from tf_meta.algorithms import learner_class
+from tf_meta.algorithms.relation import RelationModule
 
 SHAPE = (28, 28, 1)
 LOW = ("bfloat16", "float16")
@@ -105,6 +106,62 @@ def test_a_low_precision_export_serves_float32_and_the_learners_classes(tmp_path
     assert answer["logits"].dtype == tf.float32
     expected = np.argmax(learner.predict_on_batch(batch)[0], axis=-1)
     np.testing.assert_array_equal(answer["classes"], expected)
+
+
+def round_trip_casts(graph):
+    """Cast ops of `graph` that undo the Cast feeding them (bfloat16 -> float32 -> bfloat16)."""
+    return [op.name for op in graph.get_operations()
+            if op.type == "Cast" and op.inputs[0].op.type == "Cast"
+            and op.inputs[0].op.inputs[0].dtype == op.outputs[0].dtype]
+
+
+NETWORKS = {
+    "conv4": lambda: backbones.conv4(SHAPE),
+    "strided_conv4": lambda: backbones.strided_conv4(SHAPE),
+    "relation_embedding": lambda: backbones.relation_embedding(SHAPE),
+    "relation_module": lambda: RelationModule((5, 5, 8), filters=8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_feature_maps_cross_from_block_to_block_in_the_low_precision(name):
+    network = precision.set_policy(NETWORKS[name](), "mixed_bfloat16")
+    inputs = ((tf.random.uniform([2, 3, 5, 5, 8]), tf.random.uniform([2, 4, 5, 5, 8]))
+              if name == "relation_module" else (tf.random.uniform([4, *SHAPE], maxval=255),))
+
+    @tf.function
+    def forward_and_backward(*inputs):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(network(*inputs, training=True), tf.float32))
+        return tape.gradient(loss, network.trainable_variables)
+
+    graph = forward_and_backward.get_concrete_function(*inputs).graph
+    assert round_trip_casts(graph) == []
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_a_block_computes_what_keras_sequential_computes_with_its_layers(policy):
+    keras.utils.set_random_seed(0)
+    block = backbones.conv_block(8, name="block")
+    images = tf.random.uniform([4, 6, 6, 3])
+    block(images)
+    block = precision.set_policy(block, policy)
+    plain = keras.Sequential(block.layers)
+    batch_norm = block.layers[1]
+
+    for training in (True, False):
+        before = batch_norm.moving_mean.numpy()
+        got = tf.function(lambda x: block(x, training=training))(images)
+        moved = not np.array_equal(before, batch_norm.moving_mean.numpy())
+        assert moved == training
+        want = tf.function(lambda x: plain(x, training=training))(images)
+        np.testing.assert_array_equal(tf.cast(got, tf.float32), tf.cast(want, tf.float32))
+        assert got.dtype == block.compute_dtype
+        # fast weights' path (tf_meta.algorithms.fast_weights): `call` without `__call__`
+        stateless, _ = tf.function(lambda x: block.stateless_call(
+            block.trainable_variables, block.non_trainable_variables, x,
+            training=training))(images)
+        np.testing.assert_array_equal(tf.cast(stateless, tf.float32), tf.cast(want, tf.float32))
 
 
 @pytest.mark.parametrize("given, message", [

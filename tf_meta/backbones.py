@@ -73,6 +73,31 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 and self.compute_dtype in ("float32", "bfloat16", "float16"))
 
 
+@keras.saving.register_keras_serializable(package="tf_meta")
+class Block(keras.Sequential):
+    """A keras.Sequential for use inside a network: it takes its input in the dtype it comes in.
+
+    A keras.Sequential converts its input to its Input's dtype, float32 unless declared (a
+    block built by its first call declares float32: tf_meta sets a mixed policy after
+    building), and its first layer casts it back to the compute dtype. Nested under
+    mixed_bfloat16, every feature map crossing into a block is cast twice forward and twice
+    backward for nothing: three quarters of RelationNet's bfloat16 cast time, and 390 of
+    Reptile's 1,136 casts per meta-iteration (docs/PERFORMANCE.md, "Precision"). A Block
+    runs its layers one after another on its input as it comes (a float input not in the
+    compute dtype is cast, as by any layer) and is otherwise a keras.Sequential: the same
+    layers, weights, config and checkpoints.
+    """
+
+    @property
+    def input_dtype(self):
+        return self.compute_dtype
+
+    def call(self, inputs, training=None):
+        for layer in self.layers:
+            inputs = layer(inputs, training=training)
+        return inputs
+
+
 def conv_block(filters, pool=True, padding="same", strides=1, scale=True, name=None):
     """conv3x3 (stride `strides`) -> BatchNorm -> ReLU (-> maxpool 2x2): the Conv-4 block.
 
@@ -85,7 +110,7 @@ def conv_block(filters, pool=True, padding="same", strides=1, scale=True, name=N
               keras.layers.ReLU()]
     if pool:
         layers.append(keras.layers.MaxPooling2D(2))
-    return keras.Sequential(layers, name=name)
+    return Block(layers, name=name)
 
 
 def conv4(input_shape, filters=64, name="conv4"):

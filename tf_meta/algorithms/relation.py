@@ -53,7 +53,7 @@ class RelationModule(keras.Model):
         self.filters, self.hidden = filters, hidden
         if spatial:
             self.pair_layer = keras.layers.Conv2D(filters, 3, padding="same", name="conv0")
-            self.body = keras.Sequential(
+            self.body = backbones.Block(
                 [keras.Input((*spatial, filters)), backbones.BatchNormalization(momentum=0.9),
                  keras.layers.ReLU(), keras.layers.MaxPooling2D(2),
                  backbones.conv_block(filters, name="block1"),
@@ -61,7 +61,7 @@ class RelationModule(keras.Model):
                  keras.layers.Dense(1, activation="sigmoid")], name="body")
         else:
             self.pair_layer = keras.layers.Dense(hidden, name="dense0")
-            self.body = keras.Sequential(
+            self.body = backbones.Block(
                 [keras.Input((hidden,)), keras.layers.ReLU(),
                  keras.layers.Dense(1, activation="sigmoid")], name="body")
         self.pair_layer.build((None, *spatial, 2 * channels))
