@@ -144,11 +144,10 @@ class Reptile(FastWeightLearner):
         tasks = tf.shape(episodes.support_y)[0]
         index = tf.zeros([tasks], tf.int32) if as_served else tf.range(tasks)
         seeds = tf.stack([tf.zeros([tasks], tf.int32), index], axis=1)
-        fast, _ = task_batch.adam_adapt(
+        return task_batch.adam_adapt(
             self.backbone, self.support_loss(episodes.support_y), episodes.support_x,
             episodes.support_y, self.test_inner_steps, self.inner_lr,
             self.test_inner_batch_size, seeds, self._saved_state())
-        return fast
 
     def meta_gradients(self, episodes):
         """(θ − mean φ over the meta-batch, mean query loss, query logits [B, Q, ways])."""

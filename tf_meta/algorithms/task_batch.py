@@ -253,8 +253,8 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seeds, state, beta1=
       state: fast_weights.AdamState shared by every task (moments shaped as the weights).
 
     Returns:
-      (list parallel to model.trainable_variables, each [T, *variable shape], constants to
-      any outer tape; the tasks' AdamState after these steps, moments [T, *shape]).
+      list parallel to model.trainable_variables, each [T, *variable shape], constants to
+      any outer tape (the tasks' Adam states are dropped: each test task's ends with it).
     """
     tasks, size = tf.shape(x)[0], tf.shape(x)[1]
     shapes = [v.shape for v in model.trainable_variables]
@@ -274,11 +274,8 @@ def adam_adapt(model, loss_fn, x, y, steps, lr, batch_size, seeds, state, beta1=
     def per_task(tensors):
         return tf.repeat(fast_weights.flatten(tensors)[None], tasks, axis=0)
 
-    weights, m, v = fast_weights.adam_steps(
+    weights, _, _ = fast_weights.adam_steps(
         gradient, per_task([tf.stop_gradient(tf.convert_to_tensor(v))
                             for v in model.trainable_variables]),
         per_task(state.m), per_task(state.v), state.step, steps, lr, beta1, beta2, epsilon)
-    return fast_weights.unflatten(weights, shapes, tasks=True), fast_weights.AdamState(
-        fast_weights.unflatten(m, shapes, tasks=True),
-        fast_weights.unflatten(v, shapes, tasks=True),
-        state.step + tf.cast(steps, state.step.dtype))
+    return fast_weights.unflatten(weights, shapes, tasks=True)
