@@ -50,12 +50,7 @@ def measure(algo, config, parallel_tasks, xla, target_seconds, warmup, precision
     first_call = time.perf_counter() - start
     for _ in range(max(warmup, 1) - 1):
         step(batches)
-    iters, start = 0, time.perf_counter()
-    while time.perf_counter() - start < target_seconds or iters < 3:
-        logs = step(batches)
-        iters += 1
-    float(logs["loss"])  # the last step has finished
-    seconds = time.perf_counter() - start
+    iters, seconds = workloads.timed_calls(step, batches, target_seconds)
     episodes_per_s = iters * config.meta_batch_size / seconds
     gflops, sgemm_fraction = workloads.gflop_per_s(algo, config, episodes_per_s, precision)
     return {

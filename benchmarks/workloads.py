@@ -220,10 +220,10 @@ def episodes(config, seed=0):
                                         config.meta_batch_size, seed=seed)
 
 
-def steps_per_second(step, batches, seconds, at_least=3):
-    """Calls per second of `step(batches)` (a tf.function meta-training or test step) over
-    at least `seconds` and `at_least` calls, the last call's result fetched before the clock
-    stops."""
+def timed_calls(step, batches, seconds, at_least=3):
+    """(calls, elapsed seconds) of `step(batches)` (a tf.function meta-training or test step)
+    called for at least `seconds` and `at_least` times, the last call's result fetched
+    before the clock stops."""
     import time
 
     import tensorflow as tf
@@ -232,7 +232,13 @@ def steps_per_second(step, batches, seconds, at_least=3):
         result = step(batches)
         calls += 1
     tf.nest.flatten(result)[0].numpy()  # the last step has finished
-    return calls / (time.perf_counter() - start)
+    return calls, time.perf_counter() - start
+
+
+def steps_per_second(step, batches, seconds, at_least=3):
+    """Calls per second of `step(batches)`, timed as `timed_calls` times it."""
+    calls, elapsed = timed_calls(step, batches, seconds, at_least)
+    return calls / elapsed
 
 
 def build(algo, config, parallel_tasks=1, xla=False, precision="float32"):
